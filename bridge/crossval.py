@@ -1,0 +1,231 @@
+"""`crossval`: run one spec on several backends and compare them sample by sample, with flags and causes."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .model import Model
+from .result import AttackResult
+from .run import run_attack
+from .spec import AttackSpec
+from .validation import check_inputs, check_labels
+
+#: Tolerances behind the flags.
+SUCCESS_GAP = 0.05        # success rates differ by more than 5 points
+NORM_GAP = 0.05           # median norms differ by more than 5% at equal success
+OUTPUT_TOLERANCE = 1e-5   # a deterministic shared algorithm must agree to this (max |Δ|)
+
+
+@dataclass
+class Flag:
+    """One crossval finding, with its known cause and upstream issue when it matches one."""
+
+    code: str
+    message: str
+    cause: str | None = None
+    upstream: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.cause:
+            out["cause"] = self.cause
+        if self.upstream:
+            out["upstream"] = list(self.upstream)
+        return out
+
+
+@dataclass
+class CrossvalReport:
+    """Per-backend results of one spec, their per-sample agreement and the flags raised."""
+
+    spec: AttackSpec
+    params: dict[str, Any]
+    results: dict[str, AttackResult]
+    agreement: float
+    flags: list[Flag] = field(default_factory=list)
+    stronger: str | None = None
+    ratios: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return next(iter(self.results.values())).n
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``crossval.json`` document (its keys are a stable contract)."""
+        return {
+            "attack": self.spec.name,
+            "norm": self.spec.norm,
+            "params": _jsonable(self.params),
+            "n": self.n,
+            "backends": {name: _jsonable(r.summary()) for name, r in self.results.items()},
+            "agreement": self.agreement,
+            "flags": [f.to_dict() for f in self.flags],
+        }
+
+    def table(self) -> str:
+        """A plain-text table for the terminal."""
+        head = f"{'backend':<9} {'success':>8} {'med L0':>8} {'med L2':>8} {'med Linf':>9} {'time s':>8}"
+        lines = [f"{self.spec}  n={self.n}", head, "-" * len(head)]
+        for name, r in self.results.items():
+            s = r.summary()
+            lines.append(f"{name:<9} {100 * s['success_rate']:>7.1f}% {s['median_l0']:>8.1f} {s['median_l2']:>8.4f} "
+                         f"{s['median_linf']:>9.4f} {s['time_s']:>8.2f}")
+        lines.append(f"agreement {100 * self.agreement:.1f}%   stronger: {self.stronger or 'tie'}")
+        for key, value in self.ratios.items():
+            lines.append(f"{key}: {value:.3f}")
+        lines += [f"! {f.message}" + (f"  [known: {f.cause}]" if f.cause else "") for f in self.flags]
+        return "\n".join(lines)
+
+    def to_markdown(self) -> str:
+        """The ``crossval.md`` report."""
+        lines = [f"## `{self.spec.name}` ({self.spec.norm}), n = {self.n}", "",
+                 "Parameters (shared by every backend): " + ", ".join(
+                     f"`{k}={v}`" for k, v in sorted(self.params.items())), "",
+                 "| backend | success | median L0 | median L2 | median L∞ | time (s) |",
+                 "|---|---|---|---|---|---|"]
+        for name, r in self.results.items():
+            s = r.summary()
+            lines.append(f"| {name} | {100 * s['success_rate']:.1f}% | {s['median_l0']:.1f} | {s['median_l2']:.4f} "
+                         f"| {s['median_linf']:.4f} | {s['time_s']:.2f} |")
+        lines += ["", f"Per-sample agreement on success: **{100 * self.agreement:.1f}%**. "
+                      f"Stronger at equal budget: **{self.stronger or 'tie'}**."]
+        for key, value in self.ratios.items():
+            lines.append(f"- {key}: {value:.3f}")
+        if self.flags:
+            lines += ["", "Flags:", ""]
+            for f in self.flags:
+                lines.append(f"- **{f.code}**: {f.message}")
+                if f.cause:
+                    lines.append(f"  - known cause: {f.cause}")
+                for url in f.upstream:
+                    lines.append(f"  - upstream: {url}")
+        else:
+            lines += ["", "No flags."]
+        return "\n".join(lines) + "\n"
+
+    def save(self, directory) -> None:
+        """Write ``crossval.json`` and ``crossval.md`` into ``directory``."""
+        from pathlib import Path
+
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        _atomic_write(out / "crossval.json", json.dumps(self.to_json(), indent=2))
+        _atomic_write(out / "crossval.md", self.to_markdown())
+
+
+def crossval(model: Model, x, y, spec: AttackSpec, backends: tuple[str, ...] | list[str] = ("art", "foolbox"), *,
+             seed: int = 0, batch_size: int = 128, progress: bool = True) -> CrossvalReport:
+    """Run ``spec`` on each backend with identical inputs, seed and parameters, and compare.
+
+    :param model: The wrapped model.
+    :param x: Inputs (NCHW, within bounds).
+    :param y: True labels.
+    :param spec: The attack.
+    :param backends: Two or more backends, e.g. ``("art", "foolbox")``.
+    :param seed: Seed for every backend run.
+    :param batch_size: Inputs per toolkit call.
+    :param progress: Show progress bars.
+    """
+    backends = tuple(backends)
+    if not backends or len(set(backends)) != len(backends):
+        raise ValueError(f"backends must name distinct backends, got {list(backends)}")
+    if not isinstance(model, Model):
+        raise TypeError(f"model must be an advbridge.bridge.Model, got {type(model).__name__}")
+    x_t = check_inputs(x, model, "x")
+    y_t = check_labels(y, len(x_t), model.nb_classes, "y")
+    params = spec.resolved_params()
+    for backend in backends:  # fail before any work when a backend cannot honour the spec
+        spec.definition.check_backend(backend, spec.norm, params, spec.is_targeted)
+    results = {b: run_attack(model, x_t, y_t, spec, b, seed=seed, batch_size=batch_size, progress=progress)
+               for b in backends}
+    stacked = np.stack([r.success for r in results.values()])
+    agreement = float((stacked == stacked[0]).all(0).mean())
+    report = CrossvalReport(spec=spec, params=params, results=results, agreement=agreement)
+    _compare(report, model)
+    return report
+
+
+def _compare(report: CrossvalReport, model: Model) -> None:
+    spec, attack = report.spec, report.spec.definition
+    norm_key = "l2" if spec.norm == "l2" or not attack.minimization else spec.norm
+    flags = report.flags
+    for name, r in report.results.items():
+        bad = int(r.nonfinite.sum())
+        if bad:
+            flags.append(Flag("nonfinite", f"{name}: non-finite values in x_adv for {bad} of {r.n} samples "
+                                           "(counted as failed, replaced by the input)"))
+        differ = attack.differing_toolkit_defaults(name, spec.norm, report.params)
+        if differ:
+            text = ", ".join(f"{k}={own!r} (shared {shared!r})" for k, (own, shared) in sorted(differ.items()))
+            flags.append(Flag("defaults_differ", f"{name}'s own defaults would differ from the shared ones: {text}"))
+    for (a, ra), (b, rb) in itertools.combinations(report.results.items(), 2):
+        gap = ra.success_rate - rb.success_rate
+        if abs(gap) > SUCCESS_GAP:
+            flags.append(Flag("success_gap", f"success differs by more than {100 * SUCCESS_GAP:.0f} points: "
+                                             f"{a} {100 * ra.success_rate:.1f}% vs {b} {100 * rb.success_rate:.1f}%"))
+        common = ra.success & rb.success
+        ma = ra.median_norm(norm_key, common)
+        mb = rb.median_norm(norm_key, common)
+        if common.any():
+            report.ratios[f"median {norm_key} ratio {a}/{b} (common successes)"] = ma / mb if mb > 0 else float("nan")
+            if attack.minimization and abs(gap) <= SUCCESS_GAP and abs(ma - mb) > NORM_GAP * min(ma, mb):
+                flags.append(Flag("norm_gap", f"median {norm_key} differs by more than {100 * NORM_GAP:.0f}% at "
+                                              f"equal success: {a} {ma:.4g} vs {b} {mb:.4g} on {int(common.sum())} "
+                                              "samples both broke"))
+        report.stronger = _stronger(a, b, gap, ma, mb, attack.minimization)
+        if attack.same_algorithm and not report.params.get("random_start", False):
+            diff = float((ra.x_adv - rb.x_adv).abs().max())
+            report.ratios[f"max |x_adv {a} - x_adv {b}|"] = diff
+            if diff > OUTPUT_TOLERANCE:
+                flags.append(Flag("outputs_differ", f"deterministic attack and outputs differ by more than "
+                                                    f"{OUTPUT_TOLERANCE:g}: max |Δ| = {diff:.3g} ({a} vs {b})"))
+        report.ratios[f"time ratio {a}/{b}"] = ra.time_s / max(rb.time_s, 1e-9)
+    low, high = model.bounds
+    for name, r in report.results.items():
+        if float(r.x_adv.min()) < low - 1e-5 or float(r.x_adv.max()) > high + 1e-5:
+            flags.append(Flag("out_of_bounds", f"{name}: x_adv leaves the model's bounds [{low}, {high}]"))
+    for f in flags:
+        causes = [c for c in attack.known_causes
+                  if f.code in c.flags and (c.norms is None or spec.norm in c.norms)]
+        if causes:
+            f.cause = "; ".join(c.cause for c in causes)
+            f.upstream = tuple(dict.fromkeys(u for c in causes for u in c.upstream))
+
+
+def _stronger(a: str, b: str, gap: float, ma: float, mb: float, minimization: bool) -> str | None:
+    """Higher success wins; at equal success (within the gap) a minimisation attack wins on smaller norm."""
+    if minimization and abs(gap) <= SUCCESS_GAP and np.isfinite(ma) and np.isfinite(mb):
+        if abs(ma - mb) > NORM_GAP * min(ma, mb):
+            return a if ma < mb else b
+        return None
+    if gap != 0:
+        return a if gap > 0 else b
+    return None
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return None if not np.isfinite(obj) else float(obj)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    return obj
+
+
+def _atomic_write(path, text: str) -> None:
+    import os
+
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

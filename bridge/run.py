@@ -1,0 +1,113 @@
+"""`run_attack`: validate, resolve targets, call one backend batch by batch, judge the output."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .attacks import BACKENDS, BuildContext
+from .model import Model
+from .result import AttackResult, judge
+from .spec import AttackSpec
+from .validation import check_inputs, check_labels, check_positive_int
+
+logger = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (ART draws from numpy, Foolbox from torch)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_targets(spec: AttackSpec, model: Model, x: torch.Tensor, y: torch.Tensor, seed: int,
+                    batch_size: int = 512) -> torch.Tensor | None:
+    """Target labels for ``spec.targeted``: None, the least-likely class, a seeded random class ≠ y, or given."""
+    mode = spec.targeted
+    if mode == "none":
+        return None
+    if mode == "least_likely":
+        return model.logits(x, batch_size).argmin(1).cpu()
+    if mode == "random":
+        gen = torch.Generator().manual_seed(seed)
+        offset = torch.randint(1, model.nb_classes, (len(y),), generator=gen)
+        return (y + offset) % model.nb_classes
+    return check_labels(torch.tensor(mode), len(x), model.nb_classes, name="targeted")
+
+
+def _generate_batch(backend: str, attack, model: Model, minimization: bool, xb: torch.Tensor,
+                    goal: torch.Tensor, targeted: bool) -> torch.Tensor:
+    if backend in ("art", "native"):
+        return torch.from_numpy(np.asarray(attack.generate(xb.numpy(), y=goal.numpy()), dtype=np.float32))
+    import foolbox as fb
+
+    fb_attack, eps = attack
+    dev_x, dev_goal = xb.to(model.device), goal.to(model.device)
+    criterion = fb.criteria.TargetedMisclassification(dev_goal) if targeted else fb.criteria.Misclassification(dev_goal)
+    _, clipped, fb_success = fb_attack(model.foolbox(), dev_x, criterion, epsilons=eps)
+    x_adv = clipped.detach().cpu()
+    # Foolbox hands back failed minimisation samples (and some others) as all-zero images: use the input.
+    zero = (x_adv.flatten(1) == 0).all(1) & ~(xb.flatten(1) == 0).all(1)
+    revert = zero | (~fb_success.cpu() if minimization else torch.zeros_like(zero))
+    x_adv[revert] = xb[revert]
+    return x_adv
+
+
+def run_attack(model: Model, x, y, spec: AttackSpec, backend: str = "art", *, seed: int = 0,
+               batch_size: int = 128, progress: bool = True) -> AttackResult:
+    """Run ``spec`` on ``backend`` and judge the result with the bridge's own model.
+
+    :param model: The wrapped model.
+    :param x: Inputs, NCHW within ``model.bounds`` (numpy or torch; float64 is cast).
+    :param y: True labels, shape ``(N,)``.
+    :param spec: The attack.
+    :param backend: ``art``, ``foolbox`` or ``native``.
+    :param seed: Seeds every RNG before the run; the same seed on CPU gives identical numbers.
+    :param batch_size: Inputs per toolkit call (also ART's ``batch_size``).
+    :param progress: Show a progress bar over batches.
+    """
+    if not isinstance(model, Model):
+        raise TypeError(f"model must be an advbridge.bridge.Model, got {type(model).__name__}")
+    if not isinstance(spec, AttackSpec):
+        raise TypeError(f"spec must be an AttackSpec, got {type(spec).__name__}")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {list(BACKENDS)}")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an integer, got {seed!r}")
+    x_t = check_inputs(x, model, "x")
+    y_t = check_labels(y, len(x_t), model.nb_classes, "y")
+    attack_def = spec.definition
+    params = spec.resolved_params()
+    attack_def.check_backend(backend, spec.norm, params, spec.is_targeted)
+
+    seed_everything(int(seed))
+    targets = resolve_targets(spec, model, x_t, y_t, int(seed))
+    goal = targets if targets is not None else y_t
+    ctx = BuildContext(model=model, norm=spec.norm, params=params, targeted=spec.is_targeted,
+                       batch_size=min(batch_size, len(x_t)))
+    attack = attack_def.build[backend](ctx)
+
+    chunks = []
+    n_batches = (len(x_t) + batch_size - 1) // batch_size
+    start_time = time.perf_counter()
+    for start in tqdm(range(0, len(x_t), batch_size), total=n_batches, desc=f"{spec.name}/{backend}",
+                      unit="batch", leave=False, disable=not progress or n_batches < 2):
+        sl = slice(start, start + batch_size)
+        chunks.append(_generate_batch(backend, attack, model, attack_def.minimization, x_t[sl], goal[sl],
+                                      spec.is_targeted))
+    elapsed = time.perf_counter() - start_time
+
+    judged = judge(model, x_t, torch.cat(chunks), y_t, targets)
+    pred_clean = model.predict(x_t).numpy()
+    logger.info("%s on %s: success %.1f%% in %.2fs", spec, backend, 100 * judged["success"].mean(), elapsed)
+    return AttackResult(spec=spec, backend=backend, params=params, x_adv=judged["x_adv"], labels=y_t.numpy(),
+                        targets=None if targets is None else targets.numpy(), pred_clean=pred_clean,
+                        pred_adv=judged["pred_adv"], success=judged["success"], nonfinite=judged["nonfinite"],
+                        norms=judged["norms"], time_s=elapsed, seed=int(seed))

@@ -1,0 +1,96 @@
+"""Input checks shared by every public entry point: clear errors naming the argument, never a silent cast.
+
+float64 input is accepted and cast to float32; everything else that is off raises ``ValueError`` or
+``TypeError`` with the argument's name and what was expected.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from .model import Model
+
+#: Tolerance, in input units, for values a hair outside the bounds (float round-off).
+BOUNDS_TOLERANCE = 1e-5
+
+
+def check_inputs(x, model: "Model", name: str = "x") -> torch.Tensor:
+    """Return ``x`` as a float32 CPU tensor of shape ``(N, *model.input_shape)``, or raise.
+
+    :param x: numpy array or torch tensor, NCHW, within ``model.bounds``.
+    :param model: The wrapped model whose shape and bounds ``x`` must match.
+    :param name: Argument name used in error messages.
+    """
+    if isinstance(x, np.ndarray):
+        t = torch.from_numpy(np.ascontiguousarray(x))
+    elif isinstance(x, torch.Tensor):
+        t = x.detach()
+    else:
+        raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}")
+    if not (t.is_floating_point()):
+        raise TypeError(f"{name} must be a floating-point array (float32 or float64), got dtype {t.dtype}")
+    t = t.to("cpu", torch.float32)
+    expected = tuple(model.input_shape)
+    if t.ndim != 4:
+        raise ValueError(f"{name} must have rank 4 (N, C, H, W) with (C, H, W) = {expected}, "
+                         f"got shape {tuple(t.shape)}")
+    if len(t) == 0:
+        raise ValueError(f"{name} is an empty batch; need at least one input")
+    if tuple(t.shape[1:]) != expected:
+        channels_last = (t.shape[3], t.shape[1], t.shape[2])
+        if channels_last == expected:
+            raise ValueError(f"{name} looks channels-last (N, H, W, C) with shape {tuple(t.shape)}; "
+                             f"expected channels-first (N, C, H, W) = (N, {expected[0]}, {expected[1]}, "
+                             f"{expected[2]}); use x.permute(0, 3, 1, 2)")
+        raise ValueError(f"{name} has shape {tuple(t.shape)}; expected (N, {expected[0]}, {expected[1]}, "
+                         f"{expected[2]})")
+    finite = torch.isfinite(t)
+    if not bool(finite.all()):
+        bad = int((~finite.flatten(1).all(1)).sum())
+        raise ValueError(f"{name} contains NaN or inf values in {bad} of {len(t)} inputs")
+    low, high = model.bounds
+    tmin, tmax = float(t.min()), float(t.max())
+    if tmin < low - BOUNDS_TOLERANCE or tmax > high + BOUNDS_TOLERANCE:
+        raise ValueError(f"{name} has values in [{tmin:.4g}, {tmax:.4g}] outside the model's bounds "
+                         f"[{low:g}, {high:g}]; scale the input or set Model(bounds=...)")
+    return t.clamp(low, high)
+
+
+def check_labels(y, n: int, nb_classes: int, name: str = "y") -> torch.Tensor:
+    """Return integer labels ``y`` as an int64 CPU tensor of shape ``(n,)``, or raise.
+
+    :param y: Class indices (numpy, torch or a sequence); one-hot arrays are rejected.
+    :param n: Required length (the batch size of ``x``).
+    :param nb_classes: Labels must lie in ``[0, nb_classes)``.
+    :param name: Argument name used in error messages.
+    """
+    if isinstance(y, torch.Tensor):
+        t = y.detach().cpu()
+    else:
+        try:
+            t = torch.as_tensor(np.asarray(y))
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{name} must be an integer array of class indices, got {type(y).__name__}") from err
+    if t.is_floating_point() or t.dtype == torch.bool or t.is_complex():
+        raise TypeError(f"{name} must hold integer class indices, got dtype {t.dtype}")
+    if t.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array of class indices of length {n}, got shape {tuple(t.shape)}")
+    if len(t) != n:
+        raise ValueError(f"{name} has length {len(t)} but x has {n} inputs")
+    if n and (int(t.min()) < 0 or int(t.max()) >= nb_classes):
+        raise ValueError(f"{name} has labels in [{int(t.min())}, {int(t.max())}]; expected 0 <= {name} < "
+                         f"{nb_classes}")
+    return t.to(torch.int64)
+
+
+def check_positive_int(value, name: str) -> int:
+    """Return ``value`` as a positive int, or raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be a positive integer, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+    return int(value)

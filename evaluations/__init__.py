@@ -1,0 +1,1 @@
+"""Evaluations: data, model zoo, estimators, suites, reports and the `advbridge` CLI."""

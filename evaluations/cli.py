@@ -1,0 +1,200 @@
+"""The ``advbridge`` command line: list attacks and models, cross-validate an attack, run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import itertools
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from advbridge.bridge import ATTACKS, AttackSpec, Model, crossval
+
+from .data import DATASETS, load_dataset
+from .zoo import ZOO, load_model
+
+logger = logging.getLogger("advbridge")
+
+
+# --------------------------------------------------------------------------- helpers
+def parse_value(text: str) -> Any:
+    """``"3"`` → 3, ``"0.1"`` → 0.1, ``"true"`` → True, anything else stays a string."""
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def parse_params(items: list[str] | None) -> list[dict[str, Any]]:
+    """``["eps=0.1,0.2", "steps=10"]`` → the grid ``[{eps: 0.1, steps: 10}, {eps: 0.2, steps: 10}]``."""
+    axes: dict[str, list[Any]] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--param must look like key=value or key=v1,v2, got {item!r}")
+        if key.strip() in axes:
+            raise ValueError(f"--param {key.strip()!r} given twice")
+        axes[key.strip()] = [parse_value(v) for v in value.split(",")]
+    keys = list(axes)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(axes[k] for k in keys))] or [{}]
+
+
+def resolve_model(spec: str, dataset: str, seed: int, device: str | None, data=None,
+                  data_root: str | None = None) -> tuple[Model, dict[str, Any]]:
+    """A zoo name, or ``package.module:function`` returning a bridge ``Model``."""
+    if ":" in spec:
+        module_name, _, func_name = spec.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), func_name)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(f"--model {spec!r}: cannot import {func_name} from {module_name} ({err})") from err
+        model = factory()
+        if not isinstance(model, Model):
+            raise TypeError(f"--model {spec!r} must return an advbridge.bridge.Model, got {type(model).__name__}")
+        return model, {"model": spec}
+    zoo = load_model(spec, dataset, seed=seed, device=device, data=data, data_root=data_root)
+    return zoo.model, {"model": spec, "test_accuracy": zoo.test_accuracy, "cache": str(zoo.path)}
+
+
+def correctly_classified(model: Model, x: torch.Tensor, y: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` inputs the model gets right (the usual attack set)."""
+    keep = (model.predict(x) == y).nonzero().flatten()[:n]
+    if len(keep) < n:
+        logger.warning("only %d correctly classified inputs available (asked for %d)", len(keep), n)
+    return x[keep], y[keep]
+
+
+def set_threads(threads: int | None) -> int:
+    """Set torch's intra-op thread count (default: half the cores, at least 1) and return it."""
+    threads = threads or max(1, (os.cpu_count() or 2) // 2)
+    torch.set_num_threads(threads)
+    return threads
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
+    p.add_argument("--seed", type=int, default=0, help="seed for every RNG (default 0)")
+    p.add_argument("--batch-size", type=int, default=128, help="inputs per toolkit call (default 128)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: half the cores)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="mnist5k", choices=DATASETS, help="data set (default: embedded mnist5k)")
+    p.add_argument("--data-root", default=None, help="folder with MNIST/CIFAR-10 files for --dataset mnist|cifar10")
+    p.add_argument("--download", action="store_true", help="let torchvision download missing files")
+
+
+# --------------------------------------------------------------------------- commands
+def cmd_attacks(args: argparse.Namespace) -> int:
+    rows = [("attack", "norms", "backends", "targeted", "summary")]
+    for a in ATTACKS.values():
+        targeted = ("always" if a.requires_target else
+                    a.fixed_target if a.fixed_target else ",".join(sorted(a.targeted_backends)) or "no")
+        norms = " ".join(f"{n}:{'/'.join(b)}" for n, b in a.norms.items())
+        rows.append((a.name, ",".join(a.norms), norms, targeted, a.summary))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4])
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    for entry in ZOO.values():
+        print(f"{entry.name:<16} {','.join(entry.datasets):<14} {entry.description}")
+    return 0
+
+
+def cmd_crossval(args: argparse.Namespace) -> int:
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    targeted: Any = args.targeted
+    grid = parse_params(args.param)
+    specs = [AttackSpec(args.attack, args.norm, targeted, params) for params in grid]  # validate before work
+    data = load_dataset(args.dataset, root=args.data_root, download=args.download)
+    model, info = resolve_model(args.model, args.dataset, args.seed, args.device, data, args.data_root)
+    if "test_accuracy" in info:
+        print(f"{args.model}: test accuracy {100 * info['test_accuracy']:.2f}%")
+    x, y = correctly_classified(model, data.x_test, data.y_test, args.n)
+    out = Path(args.out)
+    for i, spec in enumerate(specs):
+        report = crossval(model, x, y, spec, backends, seed=args.seed, batch_size=args.batch_size)
+        target = out if len(specs) == 1 else out / f"setting-{i:02d}"
+        report.save(target)
+        print(report.table())
+        print(f"wrote {target / 'crossval.json'}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(Path(args.out), quick=args.quick, seed=args.seed, device=args.device, batch_size=args.batch_size)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="advbridge", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("attacks", help="list the attack registry: norms, backends, targeted support")
+    p.set_defaults(func=cmd_attacks)
+    p = sub.add_parser("models", help="list the model zoo")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("crossval", help="run one attack on several backends and compare them sample by sample")
+    p.add_argument("--model", default="mnist_cnn", help="zoo name or package.module:function returning a Model")
+    p.add_argument("--attack", required=True, choices=sorted(ATTACKS))
+    p.add_argument("--norm", default=None, help="linf, l2, l1 or l0 (default: the attack's first norm)")
+    p.add_argument("--targeted", default="none", help="none, least_likely or random")
+    p.add_argument("--n", type=int, default=100, help="number of correctly classified test inputs")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE",
+                   help="canonical parameter; repeatable; KEY=v1,v2 runs a grid")
+    p.add_argument("--backends", default="art,foolbox", help="comma-separated backends (default art,foolbox)")
+    p.add_argument("--out", default="advbridge-crossval", help="output folder")
+    _data_args(p)
+    _common(p)
+    p.set_defaults(func=cmd_crossval)
+
+    p = sub.add_parser("demo", help="train or load mnist_cnn and cross-validate fgsm, pgd, cw, ead, deepfool")
+    p.add_argument("--quick", action="store_true", help="fewer inputs: about a minute on 2 CPU cores")
+    p.add_argument("--out", default="advbridge-demo", help="output folder (default ./advbridge-demo)")
+    _common(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if hasattr(args, "threads"):
+        print(f"torch threads: {set_threads(args.threads)}")
+    if getattr(args, "n", 1) is not None and getattr(args, "n", 1) < 1:
+        parser.error("--n must be a positive integer")
+    start = time.perf_counter()
+    try:
+        code = args.func(args)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        print(f"advbridge: error: {err}", file=sys.stderr)
+        return 2
+    logger.info("done in %.1fs", time.perf_counter() - start)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
