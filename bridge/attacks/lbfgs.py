@@ -13,6 +13,7 @@ import numpy as np
 from art.attacks.attack import EvasionAttack
 from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator, LossGradientsMixin
+from art.utils import to_categorical
 from scipy.optimize import Bounds, minimize
 
 from .base import AttackDef, BuildContext, require_positive
@@ -21,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 
 def per_sample_loss_gradient(estimator, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """∇_x of each sample's own loss, undoing the estimator's mean reduction."""
+    """∇_x of each sample's own loss (``y``: one-hot), undoing the estimator's mean reduction."""
     grad = estimator.loss_gradient(x, y)
     reduction = getattr(getattr(estimator, "_loss", None), "reduction", "mean")
     return grad * len(x) if reduction == "mean" else grad
@@ -112,12 +113,13 @@ class LBFGS(EvasionAttack):
         shape, n = x0.shape, len(x0)
         flat0 = x0.reshape(-1).astype(np.float64)
         weights = np.repeat(c, flat0.size // n)
+        onehot = to_categorical(target, self.estimator.nb_classes)
 
         def objective(v: np.ndarray) -> tuple[float, np.ndarray]:
             xa = v.reshape(shape).astype(np.float32)
             r = v - flat0
-            ce = self.estimator.compute_loss(xa, target, reduction="none")
-            grad = per_sample_loss_gradient(self.estimator, xa, target).reshape(-1).astype(np.float64)
+            ce = self.estimator.compute_loss(xa, onehot, reduction="none")
+            grad = per_sample_loss_gradient(self.estimator, xa, onehot).reshape(-1).astype(np.float64)
             return float((weights * r * r).sum() + np.asarray(ce, np.float64).sum()), 2.0 * weights * r + grad
 
         low, high = (float(v) for v in self.estimator.clip_values)

@@ -10,6 +10,7 @@ import numpy as np
 from art.attacks.attack import EvasionAttack
 from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator, LossGradientsMixin
+from art.utils import to_categorical
 
 from .base import AttackDef, BuildContext, require_positive
 from .fgsm import FGSM
@@ -55,7 +56,7 @@ class StepLL(EvasionAttack):
                 target = np.asarray(y)[start:start + self.batch_size]
                 if target.ndim == 2:
                     target = target.argmax(1)
-            grad = self.estimator.loss_gradient(xb, target)
+            grad = self.estimator.loss_gradient(xb, to_categorical(target, self.estimator.nb_classes))
             adv = xb - self.eps * np.sign(grad)
             if self.estimator.clip_values is not None:
                 adv = np.clip(adv, *self.estimator.clip_values)

@@ -1,0 +1,40 @@
+"""Model zoo: train once, cache by config hash, load with weights_only, report accuracy."""
+
+import pytest
+import torch
+
+from advbridge.evaluations import zoo
+
+
+def test_cache_roundtrip(tmp_path, monkeypatch, mnist5k):
+    monkeypatch.setenv("ADVBRIDGE_CACHE", str(tmp_path))
+    first = zoo.load_model("mnist_tiny_cnn", data=mnist5k, device="cpu")
+    assert first.freshly_trained and first.path.exists() and str(first.path).startswith(str(tmp_path))
+    second = zoo.load_model("mnist_tiny_cnn", data=mnist5k, device="cpu")
+    assert not second.freshly_trained and second.test_accuracy == first.test_accuracy
+    x = mnist5k.x_test[:20]
+    assert torch.equal(first.model.logits(x), second.model.logits(x))
+    ckpt = torch.load(second.path, weights_only=True)  # plain tensors and numbers only
+    assert set(ckpt) == {"state_dict", "metrics"}
+    other_seed = zoo.load_model("mnist_tiny_cnn", data=mnist5k, device="cpu", seed=1)
+    assert other_seed.path != first.path
+
+
+def test_tiny_model_learns(tiny, mnist5k):
+    acc = (tiny.predict(mnist5k.x_test) == mnist5k.y_test).float().mean().item()
+    assert acc > 0.8
+
+
+def test_unknown_model_and_dataset():
+    with pytest.raises(ValueError, match="unknown zoo model 'resnet'"):
+        zoo.load_model("resnet")
+    with pytest.raises(ValueError, match="zoo model 'mnist_cnn' is defined for datasets"):
+        zoo.load_model("mnist_cnn", "cifar10")
+
+
+def test_mnist_cnn_reaches_95_percent(mnist5k):
+    """The Carlini/MagNet CNN on mnist5k (trained on first use, ~100 s on one thread, then cached)."""
+    model = zoo.load_model("mnist_cnn", data=mnist5k, device="cpu")
+    assert model.test_accuracy >= 0.95
+    measured = (model.model.predict(mnist5k.x_test) == mnist5k.y_test).float().mean().item()
+    assert measured == pytest.approx(model.test_accuracy)
