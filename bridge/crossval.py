@@ -5,11 +5,13 @@ from __future__ import annotations
 import itertools
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .io import atomic_write_text
 from .model import Model
 from .result import AttackResult
 from .run import run_attack
@@ -111,12 +113,9 @@ class CrossvalReport:
 
     def save(self, directory) -> None:
         """Write ``crossval.json`` and ``crossval.md`` into ``directory``."""
-        from pathlib import Path
-
         out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        _atomic_write(out / "crossval.json", json.dumps(self.to_json(), indent=2))
-        _atomic_write(out / "crossval.md", self.to_markdown())
+        atomic_write_text(out / "crossval.json", json.dumps(self.to_json(), indent=2))
+        atomic_write_text(out / "crossval.md", self.to_markdown())
 
 
 def crossval(model: Model, x, y, spec: AttackSpec, backends: tuple[str, ...] | list[str] = ("art", "foolbox"), *,
@@ -144,14 +143,23 @@ def crossval(model: Model, x, y, spec: AttackSpec, backends: tuple[str, ...] | l
         spec.definition.check_backend(backend, spec.norm, params, spec.is_targeted)
     results = {b: run_attack(model, x_t, y_t, spec, b, seed=seed, batch_size=batch_size, progress=progress)
                for b in backends}
-    stacked = np.stack([r.success for r in results.values()])
-    agreement = float((stacked == stacked[0]).all(0).mean())
+    pred_clean = model.predict(x_t, batch_size).numpy()
+    for r in results.values():
+        r.pred_clean = pred_clean
+    agreement = agreement_rate(results)
     report = CrossvalReport(spec=spec, params=params, results=results, agreement=agreement)
-    _compare(report, model)
+    compare(report, model.bounds)
     return report
 
 
-def _compare(report: CrossvalReport, model: Model) -> None:
+def agreement_rate(results: dict[str, AttackResult]) -> float:
+    """Fraction of samples on which every backend's success agrees."""
+    stacked = np.stack([r.success for r in results.values()])
+    return float((stacked == stacked[0]).all(0).mean())
+
+
+def compare(report: CrossvalReport, bounds: tuple[float, float] | None = None) -> None:
+    """Fill ``report.flags``, ``stronger`` and ``ratios``; checks needing ``x_adv`` are skipped without it."""
     spec, attack = report.spec, report.spec.definition
     norm_key = "l2" if spec.norm == "l2" or not attack.minimization else spec.norm
     flags = report.flags
@@ -179,15 +187,18 @@ def _compare(report: CrossvalReport, model: Model) -> None:
                                               f"equal success: {a} {ma:.4g} vs {b} {mb:.4g} on {int(common.sum())} "
                                               "samples both broke"))
         report.stronger = _stronger(a, b, gap, ma, mb, attack.minimization)
-        if attack.same_algorithm and not report.params.get("random_start", False):
+        if attack.same_algorithm and not report.params.get("random_start", False) and ra.x_adv is not None \
+                and rb.x_adv is not None:
             diff = float((ra.x_adv - rb.x_adv).abs().max())
             report.ratios[f"max |x_adv {a} - x_adv {b}|"] = diff
             if diff > OUTPUT_TOLERANCE:
                 flags.append(Flag("outputs_differ", f"deterministic attack and outputs differ by more than "
                                                     f"{OUTPUT_TOLERANCE:g}: max |Δ| = {diff:.3g} ({a} vs {b})"))
         report.ratios[f"time ratio {a}/{b}"] = ra.time_s / max(rb.time_s, 1e-9)
-    low, high = model.bounds
     for name, r in report.results.items():
+        if bounds is None or r.x_adv is None:
+            continue
+        low, high = bounds
         if float(r.x_adv.min()) < low - 1e-5 or float(r.x_adv.max()) > high + 1e-5:
             flags.append(Flag("out_of_bounds", f"{name}: x_adv leaves the model's bounds [{low}, {high}]"))
     for f in flags:
@@ -221,11 +232,3 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, torch.Tensor):
         return obj.tolist()
     return obj
-
-
-def _atomic_write(path, text: str) -> None:
-    import os
-
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

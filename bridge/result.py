@@ -54,7 +54,7 @@ class AttackResult:
     x_adv: torch.Tensor
     labels: np.ndarray
     targets: np.ndarray | None
-    pred_clean: np.ndarray
+    pred_clean: np.ndarray | None  # filled by crossval (one clean pass shared by every backend)
     pred_adv: np.ndarray
     success: np.ndarray
     nonfinite: np.ndarray
@@ -88,11 +88,12 @@ class AttackResult:
         records = []
         for i in range(self.n):
             rec = {"index": i, "backend": self.backend, "attack": self.spec.name, "norm": self.spec.norm,
-                   "label": int(self.labels[i]), "pred_clean": int(self.pred_clean[i]),
-                   "pred_adv": int(self.pred_adv[i]), "success": bool(self.success[i]),
+                   "label": int(self.labels[i]), "pred_adv": int(self.pred_adv[i]), "success": bool(self.success[i]),
                    "nonfinite": bool(self.nonfinite[i])}
             if self.targets is not None:
                 rec["target"] = int(self.targets[i])
+            if self.pred_clean is not None:
+                rec["pred_clean"] = int(self.pred_clean[i])
             rec.update({k: float(v[i]) for k, v in self.norms.items()})
             records.append(rec)
         return records

@@ -105,9 +105,8 @@ def run_attack(model: Model, x, y, spec: AttackSpec, backend: str = "art", *, se
     elapsed = time.perf_counter() - start_time
 
     judged = judge(model, x_t, torch.cat(chunks), y_t, targets)
-    pred_clean = model.predict(x_t).numpy()
     logger.info("%s on %s: success %.1f%% in %.2fs", spec, backend, 100 * judged["success"].mean(), elapsed)
     return AttackResult(spec=spec, backend=backend, params=params, x_adv=judged["x_adv"], labels=y_t.numpy(),
-                        targets=None if targets is None else targets.numpy(), pred_clean=pred_clean,
+                        targets=None if targets is None else targets.numpy(), pred_clean=None,
                         pred_adv=judged["pred_adv"], success=judged["success"], nonfinite=judged["nonfinite"],
                         norms=judged["norms"], time_s=elapsed, seed=int(seed))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import itertools
 import json
 import logging
@@ -18,7 +17,12 @@ import torch
 from advbridge.bridge import ATTACKS, AttackSpec, Model, crossval
 
 from .data import DATASETS, load_dataset
-from .zoo import ZOO, load_model
+from .report import write_reports
+from .runner import EXECUTORS, run_suite
+from .suite import load_suite
+from .zoo import ZOO, resolve_model
+
+SUITES_DIR = Path(__file__).with_name("suites")
 
 logger = logging.getLogger("advbridge")
 
@@ -53,23 +57,6 @@ def parse_params(items: list[str] | None) -> list[dict[str, Any]]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*(axes[k] for k in keys))] or [{}]
 
 
-def resolve_model(spec: str, dataset: str, seed: int, device: str | None, data=None,
-                  data_root: str | None = None) -> tuple[Model, dict[str, Any]]:
-    """A zoo name, or ``package.module:function`` returning a bridge ``Model``."""
-    if ":" in spec:
-        module_name, _, func_name = spec.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), func_name)
-        except (ImportError, AttributeError) as err:
-            raise ValueError(f"--model {spec!r}: cannot import {func_name} from {module_name} ({err})") from err
-        model = factory()
-        if not isinstance(model, Model):
-            raise TypeError(f"--model {spec!r} must return an advbridge.bridge.Model, got {type(model).__name__}")
-        return model, {"model": spec}
-    zoo = load_model(spec, dataset, seed=seed, device=device, data=data, data_root=data_root)
-    return zoo.model, {"model": spec, "test_accuracy": zoo.test_accuracy, "cache": str(zoo.path)}
-
-
 def correctly_classified(model: Model, x: torch.Tensor, y: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``n`` inputs the model gets right (the usual attack set)."""
     keep = (model.predict(x) == y).nonzero().flatten()[:n]
@@ -87,7 +74,7 @@ def set_threads(threads: int | None) -> int:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
-    p.add_argument("--seed", type=int, default=0, help="seed for every RNG (default 0)")
+    p.add_argument("--seed", type=int, default=None, help="seed for every RNG (default: the suite's, else 0)")
     p.add_argument("--batch-size", type=int, default=128, help="inputs per toolkit call (default 128)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: half the cores)")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -125,13 +112,14 @@ def cmd_crossval(args: argparse.Namespace) -> int:
     grid = parse_params(args.param)
     specs = [AttackSpec(args.attack, args.norm, targeted, params) for params in grid]  # validate before work
     data = load_dataset(args.dataset, root=args.data_root, download=args.download)
-    model, info = resolve_model(args.model, args.dataset, args.seed, args.device, data, args.data_root)
+    seed = 0 if args.seed is None else args.seed
+    model, info = resolve_model(args.model, args.dataset, seed, args.device, data, args.data_root)
     if "test_accuracy" in info:
         print(f"{args.model}: test accuracy {100 * info['test_accuracy']:.2f}%")
     x, y = correctly_classified(model, data.x_test, data.y_test, args.n)
     out = Path(args.out)
     for i, spec in enumerate(specs):
-        report = crossval(model, x, y, spec, backends, seed=args.seed, batch_size=args.batch_size)
+        report = crossval(model, x, y, spec, backends, seed=seed, batch_size=args.batch_size)
         target = out if len(specs) == 1 else out / f"setting-{i:02d}"
         report.save(target)
         print(report.table())
@@ -139,11 +127,48 @@ def cmd_crossval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+def suite_path(name_or_path: str) -> Path:
+    """A suite file path, or the name of a shipped suite (``evaluations/suites/NAME.toml``)."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    shipped = SUITES_DIR / f"{name_or_path.removesuffix('.toml')}.toml"
+    if shipped.exists():
+        return shipped
+    raise FileNotFoundError(f"suite {name_or_path!r} not found; shipped suites: "
+                            f"{sorted(p.stem for p in SUITES_DIR.glob('*.toml'))}")
 
-    run_demo(Path(args.out), quick=args.quick, seed=args.seed, device=args.device, batch_size=args.batch_size)
+
+def _run(suite, args: argparse.Namespace) -> int:
+    if args.seed is not None:
+        suite.seed = args.seed
+    summary = run_suite(suite, args.out, force=args.force, executor=args.executor, device=args.device,
+                        batch_size=args.batch_size, data_root=args.data_root)
+    print(f"suite {summary.suite}: {summary.total} cells, {summary.computed} computed, {summary.skipped} already "
+          f"done, {summary.failed} failed, {summary.wall_time_s:.1f} s")
+    print(f"wrote {Path(args.out) / 'report.md'}, results.json, results.csv, plots/")
+    return 1 if summary.failed else 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return _run(load_suite(suite_path(args.suite), quick=args.quick), args)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    suite = load_suite(suite_path("toolkit_audit"), quick=args.quick)
+    suite.models = [args.model]
+    return _run(suite, args)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    info = write_reports(args.dir)
+    print(f"rendered {info['records']} cells ({info['failed']} failed) and {len(info['plots'])} plots into {args.dir}")
     return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    args.suite, args.force, args.executor, args.data_root = "flagship", False, "local", None
+    return cmd_run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,11 +194,31 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_crossval)
 
-    p = sub.add_parser("demo", help="train or load mnist_cnn and cross-validate fgsm, pgd, cw, ead, deepfool")
-    p.add_argument("--quick", action="store_true", help="fewer inputs: about a minute on 2 CPU cores")
+    p = sub.add_parser("demo", help="run the flagship suite: mnist_cnn, fgsm/pgd/cw/ead/deepfool on ART and Foolbox")
+    p.add_argument("--quick", action="store_true", help="the suite's quick size (about 2 minutes on 2 CPU cores)")
     p.add_argument("--out", default="advbridge-demo", help="output folder (default ./advbridge-demo)")
     _common(p)
     p.set_defaults(func=cmd_demo)
+
+    for name, helptext in (("run", "run a suite (a TOML file or a shipped suite name) into a resumable store"),
+                           ("audit", "run the toolkit_audit suite on your model (--model package.module:function)")):
+        p = sub.add_parser(name, help=helptext)
+        if name == "run":
+            p.add_argument("suite", help="suite file, or a shipped suite: " +
+                           ", ".join(sorted(q.stem for q in SUITES_DIR.glob("*.toml"))))
+        else:
+            p.add_argument("--model", required=True, help="zoo name or package.module:function returning a Model")
+        p.add_argument("--out", required=True, help="output folder; the store is OUT/results.db")
+        p.add_argument("--quick", action="store_true", help="the suite's quick size")
+        p.add_argument("--force", action="store_true", help="recompute finished cells")
+        p.add_argument("--executor", default="local", choices=EXECUTORS)
+        p.add_argument("--data-root", default=None, help="folder with user-supplied data files")
+        _common(p)
+        p.set_defaults(func=cmd_run if name == "run" else cmd_audit)
+
+    p = sub.add_parser("report", help="re-render report.md, results.json/.csv and plots from DIR/results.db")
+    p.add_argument("dir", help="a run's output folder")
+    p.set_defaults(func=cmd_report)
     return parser
 
 
@@ -190,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = args.func(args)
     except (ValueError, TypeError, FileNotFoundError) as err:
+        if getattr(args, "verbose", False):
+            raise
         print(f"advbridge: error: {err}", file=sys.stderr)
         return 2
     logger.info("done in %.1fs", time.perf_counter() - start)

@@ -6,12 +6,14 @@ Checkpoints hold only tensors and numbers and are read with ``torch.load(..., we
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -59,6 +61,10 @@ def mnist_tiny_cnn() -> nn.Module:
     """A small CNN that trains in seconds on 2 CPU cores: for tests and quick runs."""
     return nn.Sequential(nn.Conv2d(1, 8, 3, stride=2), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2), nn.ReLU(),
                          nn.Flatten(), nn.Linear(16 * 6 * 6, 10))
+
+
+#: Bumped whenever the training procedure changes, so stale checkpoints are not reused.
+RECIPE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -111,7 +117,8 @@ class ZooModel:
 
 def config_hash(entry: ZooEntry, dataset: str, seed: int) -> str:
     """Hash of everything that decides the trained weights."""
-    blob = json.dumps({"name": entry.name, "arch": repr(entry.build()), "train": asdict(entry.train),
+    blob = json.dumps({"recipe": RECIPE_VERSION, "name": entry.name, "arch": repr(entry.build()),
+                       "train": asdict(entry.train),
                        "dataset": dataset, "seed": seed, "torch": torch.__version__.split("+")[0]}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -136,7 +143,9 @@ def load_model(name: str, dataset: str = "mnist5k", *, seed: int = 0, device: st
     device = torch.device(device) if device is not None else default_device()
     key = config_hash(entry, dataset, seed)
     path = cache_root() / "models" / f"{name}-{dataset}-{key}.pt"
-    module = entry.build()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # initial weights depend on the seed only, not on earlier RNG use
+        module = entry.build()
     fresh = False
     if path.exists() and not retrain:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -156,6 +165,23 @@ def load_model(name: str, dataset: str = "mnist5k", *, seed: int = 0, device: st
     model = Model(module, data_shape, bounds=(0.0, 1.0), nb_classes=10, device=device)
     return ZooModel(name, model, float(metrics["test_accuracy"]), float(metrics["val_accuracy"]), path, key,
                     fresh, {"description": entry.description})
+
+
+def resolve_model(spec: str, dataset: str, seed: int, device: str | None, data=None,
+                  data_root: str | None = None) -> tuple[Model, dict[str, Any]]:
+    """A zoo name, or ``package.module:function`` returning a bridge ``Model``."""
+    if ":" in spec:
+        module_name, _, func_name = spec.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), func_name)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(f"model {spec!r}: cannot import {func_name} from {module_name} ({err})") from err
+        model = factory()
+        if not isinstance(model, Model):
+            raise TypeError(f"model {spec!r} must return an advbridge.bridge.Model, got {type(model).__name__}")
+        return model, {"model": spec}
+    zoo = load_model(spec, dataset, seed=seed, device=device, data=data, data_root=data_root)
+    return zoo.model, {"model": spec, "test_accuracy": zoo.test_accuracy, "cache": str(zoo.path)}
 
 
 def _train(module: nn.Module, cfg: TrainConfig, data: Dataset, seed: int, device: torch.device,

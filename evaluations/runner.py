@@ -1,0 +1,208 @@
+"""The suite runner: expand a suite into cells, skip finished ones, compute the rest and commit each at once.
+
+A killed run loses at most the cell in flight; rerunning with the same ``--out`` resumes. The local
+executor computes cells in this process; ``compute_cell`` is the unit an executor runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from advbridge.bridge import Model, run_attack
+from advbridge.bridge.result import library_versions
+
+from .data import Dataset, load_dataset
+from .store import ResultStore
+from .suite import Cell, Suite, config_key
+from .zoo import resolve_model
+
+logger = logging.getLogger(__name__)
+
+EXECUTORS = ("local",)
+#: A sanity flag is raised when more than this fraction of inputs has an all-zero input gradient.
+ZERO_GRADIENT_FRACTION = 0.01
+
+
+@dataclass
+class Resources:
+    """Models, data and per-model sanity checks, loaded once per run and shared by its cells."""
+
+    suite: Suite
+    device: str | None = None
+    data_root: str | None = None
+    _data: Dataset | None = None
+    _models: dict[str, Model] = field(default_factory=dict)
+    _model_info: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _slices: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor, np.ndarray]] = field(default_factory=dict)
+    _sanity: dict[tuple[str, int], list[str]] = field(default_factory=dict)
+
+    @property
+    def data(self) -> Dataset:
+        if self._data is None:
+            self._data = load_dataset(self.suite.data["dataset"], root=self.data_root)
+        return self._data
+
+    def model(self, name: str) -> Model:
+        if name not in self._models:
+            model, info = resolve_model(name, self.suite.data["dataset"], self.suite.seed, self.device, self.data,
+                                        self.data_root)
+            self._models[name], self._model_info[name] = model, info
+        return self._models[name]
+
+    def model_info(self, name: str) -> dict[str, Any]:
+        self.model(name)
+        return self._model_info[name]
+
+    def slice(self, model_name: str, n: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        """The cell's inputs: the first ``n`` of a seeded permutation of the split (correct ones if asked)."""
+        key = (model_name if self.suite.data["correct_only"] else "", n)
+        if key not in self._slices:
+            x, y = self.data.split(self.suite.data["split"])
+            order = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.suite.data["seed"]))
+            if self.suite.data["correct_only"]:
+                model = self.model(model_name)
+                order = order[(model.predict(x[order]) == y[order]).nonzero().flatten()]
+            idx = order[:n]
+            self._slices[key] = (x[idx], y[idx], idx.numpy())
+        return self._slices[key]
+
+    def sanity_flags(self, model_name: str, n: int) -> list[str]:
+        """AutoAttack-style checks on the model itself: zero input gradients, randomised predictions."""
+        key = (model_name, n)
+        if key not in self._sanity:
+            model = self.model(model_name)
+            x, y, _ = self.slice(model_name, n)
+            flags = []
+            xg = x.to(model.device).requires_grad_(True)
+            loss = torch.nn.functional.cross_entropy(model.pipeline(xg), y.to(model.device), reduction="sum")
+            grad, = torch.autograd.grad(loss, xg)
+            zero = float((grad.flatten(1).abs().amax(1) == 0).float().mean())
+            if zero > ZERO_GRADIENT_FRACTION:
+                flags.append(f"zero_gradient: the input gradient is zero on {100 * zero:.1f}% of inputs "
+                             "(gradient masking or saturation; gradient attacks may be unreliable)")
+            if not torch.equal(model.logits(x), model.logits(x)):
+                flags.append("randomized: two predictions on the same input differ (use EOT-style attacks)")
+            self._sanity[key] = flags
+        return self._sanity[key]
+
+
+def compute_cell(cell: Cell, resources: Resources, key: str, batch_size: int = 128,
+                 progress: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run one cell; return its record (metrics, flags) and its per-sample arrays."""
+    suite = resources.suite
+    model = resources.model(cell.model)
+    x, y, idx = resources.slice(cell.model, cell.n)
+    result = run_attack(model, x, y, cell.spec, cell.backend, seed=suite.seed, batch_size=batch_size,
+                        progress=progress)
+    clean_pred = model.predict(x, batch_size).numpy()
+    adv_probs = torch.softmax(model.logits(result.x_adv, batch_size), 1).cpu()
+    adv_pred = adv_probs.argmax(1).numpy()
+    y_np = y.numpy()
+    errors = adv_pred != y_np
+    norms = result.norms
+    metrics = {
+        "clean_accuracy": float((clean_pred == y_np).mean()),
+        "adversarial_accuracy": float((adv_pred == y_np).mean()),
+        "error_rate": float(errors.mean()),
+        "success_rate": result.success_rate,
+        "mean_confidence_on_errors": float(adv_probs.max(1).values.numpy()[errors].mean()) if errors.any() else None,
+        "median_l0": _nan_to_none(result.median_norm("l0")),
+        "median_l1": _nan_to_none(result.median_norm("l1")),
+        "median_l2": _nan_to_none(result.median_norm("l2")),
+        "median_linf": _nan_to_none(result.median_norm("linf")),
+        "mean_l2": float(norms["l2"][result.success].mean()) if result.success.any() else None,
+    }
+    metrics = {k: v for k, v in metrics.items() if k in suite.metrics or k in ("clean_accuracy",
+                                                                                  "adversarial_accuracy")}
+    flags = list(resources.sanity_flags(cell.model, cell.n))
+    if result.nonfinite.any():
+        flags.append(f"nonfinite: {int(result.nonfinite.sum())} outputs held NaN/inf (counted as failed)")
+    record = {
+        "suite": suite.name, "cell": key, "model": cell.model, "attack": cell.spec.name, "norm": cell.spec.norm,
+        "backend": cell.backend, "label": cell.label, "defaults": cell.defaults, "setting": cell.setting,
+        "params": _plain(result.params), "targeted": cell.spec.to_dict()["targeted"], "n": len(x),
+        "metrics": metrics, "flags": flags, "time_s": result.time_s,
+        "model_info": resources.model_info(cell.model),
+    }
+    samples = {"index": idx.tolist(), "success": result.success.tolist(), "nonfinite": result.nonfinite.tolist(),
+               **{k: v.tolist() for k, v in norms.items()}}
+    return record, samples
+
+
+@dataclass
+class RunSummary:
+    suite: str
+    total: int
+    computed: int
+    skipped: int
+    failed: int
+    wall_time_s: float
+    out: Path
+
+
+def run_suite(suite: Suite, out: str | Path, *, force: bool = False, executor: str = "local",
+              device: str | None = None, batch_size: int = 128, data_root: str | None = None,
+              progress: bool = True, write_report: bool = True) -> RunSummary:
+    """Run every unfinished cell of ``suite`` into ``out/results.db`` and render the reports.
+
+    :param suite: A loaded suite.
+    :param out: Output folder; the store is ``out/results.db``.
+    :param force: Recompute cells that are already finished.
+    :param executor: ``local`` (in-process).
+    :param device: Device for models and attacks.
+    :param batch_size: Inputs per toolkit call.
+    :param data_root: Folder of user-supplied data files.
+    """
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; expected one of {list(EXECUTORS)}")
+    start = time.perf_counter()
+    out = Path(out)
+    store = ResultStore(out / "results.db")
+    store.save_suite(suite.name, suite.text, suite.quick)
+    versions = library_versions()
+    resources = Resources(suite, device=device, data_root=data_root)
+    cells = [(cell, cell.config(suite, versions)) for cell in suite.cells()]
+    keyed = [(cell, config, config_key(config)) for cell, config in cells]
+    done = store.done_keys()
+    todo = [item for item in keyed if force or item[2] not in done]
+    computed = failed = 0
+    logger.info("suite %s: %d cells, %d to compute", suite.name, len(keyed), len(todo))
+    for cell, config, key in tqdm(todo, desc=f"suite {suite.name}", unit="cell", disable=not progress):
+        if not force and store.is_done(key):  # another run sharing the store finished it meanwhile
+            continue
+        store.mark_started(key)
+        t0 = time.perf_counter()
+        try:
+            record, samples = compute_cell(cell, resources, key, batch_size, progress)
+        except Exception as err:  # recorded, shown in the report, retried on the next run
+            logger.error("cell %s (%s %s on %s) failed: %s", key, cell.label, cell.setting, cell.backend, err)
+            store.commit_failure(key, suite.name, config, "".join(traceback.format_exception_only(err)).strip())
+            failed += 1
+            continue
+        store.commit_cell(key, suite.name, config, record, samples, time.perf_counter() - t0)
+        computed += 1
+    store.close()
+    summary = RunSummary(suite.name, len(keyed), computed, len(keyed) - len(todo), failed,
+                         time.perf_counter() - start, out)
+    if write_report:
+        from .report import write_reports
+
+        write_reports(out, suite_name=suite.name)
+    return summary
+
+
+def _nan_to_none(value: float) -> float | None:
+    return None if value is None or not np.isfinite(value) else float(value)
+
+
+def _plain(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: (float(v) if isinstance(v, (np.floating,)) else v) for k, v in params.items()}

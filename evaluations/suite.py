@@ -1,0 +1,346 @@
+"""Suite files: TOML schema, validation with the offending key and line, and expansion into cells.
+
+A suite is validated completely before any work starts. The schema is documented in docs/suites.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from advbridge.bridge import ATTACKS, BACKENDS, AttackSpec
+
+from .data import DATASETS
+from .zoo import ZOO
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+METRICS = ("clean_accuracy", "adversarial_accuracy", "error_rate", "success_rate", "mean_confidence_on_errors",
+           "median_l0", "median_l1", "median_l2", "median_linf", "mean_l2")
+TOP_KEYS = {"suite", "data", "quick", "attacks", "paper"}
+SUITE_KEYS = {"name": str, "description": str, "seed": int, "models": list, "backends": list, "metrics": list,
+              "data_note": str}
+DATA_KEYS = {"dataset": str, "split": str, "n": int, "seed": int, "correct_only": bool}
+QUICK_KEYS = {"n": int, "models": list, "params": dict, "attack_n": int}
+ATTACK_KEYS = {"name": str, "norm": str, "targeted": str, "params": dict, "backends": list, "n": int,
+               "defaults": str, "label": str}
+PAPER_KEYS = {"model": str, "attack": str, "norm": str, "params": dict, "metric": str, "value": float,
+              "source": str, "note": str}
+
+
+class SuiteError(ValueError):
+    """A suite file problem, reported with the key and its line."""
+
+
+@dataclass(frozen=True)
+class AttackEntry:
+    """One ``[[attacks]]`` table: a spec template whose list-valued params expand into a grid."""
+
+    name: str
+    norm: str | None
+    targeted: str
+    params: dict[str, Any]
+    backends: tuple[str, ...] | None
+    n: int | None
+    defaults: str  # "shared" or "toolkit" (each toolkit's own defaults)
+    label: str
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work: a model, a dataset slice, one attack setting and one backend."""
+
+    suite: str
+    model: str
+    spec: AttackSpec
+    backend: str
+    label: str
+    n: int
+    defaults: str
+    point: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def setting(self) -> dict[str, Any]:
+        """The grid point this cell runs (the suite's own parameter values, before toolkit defaults)."""
+        return dict(self.point)
+
+    def config(self, suite: "Suite", versions: dict[str, str]) -> dict[str, Any]:
+        """Everything that decides this cell's numbers, which is what its key hashes."""
+        return {"model": self.model, "spec": self.spec.to_dict(), "resolved": _jsonable(self.spec.resolved_params()),
+                "backend": self.backend, "seed": suite.seed, "data": {**suite.data, "n": self.n},
+                "defaults": self.defaults, "versions": versions}
+
+
+@dataclass
+class Suite:
+    """A validated suite."""
+
+    name: str
+    path: Path | None
+    text: str
+    description: str
+    seed: int
+    models: list[str]
+    backends: tuple[str, ...]
+    metrics: tuple[str, ...]
+    data: dict[str, Any]
+    attacks: list[AttackEntry]
+    paper: list[dict[str, Any]] = field(default_factory=list)
+    data_note: str = ""
+    quick: bool = False
+
+    def cells(self) -> list[Cell]:
+        """Expand models × attack grids × backends into cells (backends lacking an attack are skipped)."""
+        out = []
+        for model in self.models:
+            for entry in self.attacks:
+                attack = ATTACKS[entry.name]
+                norm = entry.norm or attack.default_norm
+                backends = [b for b in (entry.backends or self.backends) if b in attack.backends(norm)]
+                for point in _grid(entry.params):
+                    for backend in backends:
+                        params = dict(point)
+                        if entry.defaults == "toolkit":
+                            params = _toolkit_params(attack, backend, norm, params)
+                        spec = AttackSpec(entry.name, norm, entry.targeted, params)
+                        n = entry.n if entry.n is not None else self.data["n"]
+                        out.append(Cell(self.name, model, spec, backend, entry.label, n, entry.defaults,
+                                        tuple(sorted(point.items()))))
+        return out
+
+
+def _toolkit_params(attack, backend: str, norm: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Replace shared defaults by ``backend``'s own defaults (keeping explicit values and what it cannot honour)."""
+    own = attack.toolkit_defaults.get(backend, {})
+    resolved = attack.resolve(norm, params)
+    if callable(own):
+        own = own(norm, resolved)
+    allowed = attack.param_defaults(norm)
+    merged = {k: v for k, v in own.items() if k in allowed and k not in params}
+    merged.update(params)
+    return merged
+
+
+def _grid(params: dict[str, Any]) -> list[dict[str, Any]]:
+    axes = {k: (v if isinstance(v, list) else [v]) for k, v in params.items()}
+    keys = list(axes)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(axes[k] for k in keys))]
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
+
+
+def config_key(config: dict[str, Any]) -> str:
+    """The cell key: a hash of its fully resolved config."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+# --------------------------------------------------------------------------- loading and validation
+def load_suite(source: str | Path, *, quick: bool = False, text: str | None = None) -> Suite:
+    """Parse and validate a suite file (or ``text``); ``quick`` applies its ``[quick]`` table."""
+    path = Path(source) if text is None else None
+    if text is None:
+        if not path.exists():
+            raise SuiteError(f"suite file not found: {path}")
+        text = path.read_text()
+    where = str(path) if path else str(source)
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise SuiteError(f"{where}: invalid TOML: {err}") from err
+    loc = _Locator(text, where)
+
+    _check_keys(doc, TOP_KEYS, loc, None)
+    for table in ("suite", "data"):
+        if table not in doc:
+            raise SuiteError(f"{where}: missing table [{table}]")
+    suite_t = _table(doc, "suite", SUITE_KEYS, loc)
+    data_t = _table(doc, "data", DATA_KEYS, loc)
+    quick_t = _table(doc, "quick", QUICK_KEYS, loc) if "quick" in doc else {}
+
+    for key in ("name", "models"):
+        if key not in suite_t:
+            raise SuiteError(f"{loc.at('suite', key)}: [suite] needs '{key}'")
+    data = {"dataset": "mnist5k", "split": "test", "n": 100, "seed": 0, "correct_only": False}
+    data.update(data_t)
+    if data["dataset"] not in DATASETS:
+        raise SuiteError(f"{loc.at('data', 'dataset')}: unknown dataset {data['dataset']!r}; expected one of "
+                         f"{list(DATASETS)}")
+    if data["split"] not in ("train", "val", "test"):
+        raise SuiteError(f"{loc.at('data', 'split')}: split must be 'train', 'val' or 'test'")
+    if data["n"] < 1:
+        raise SuiteError(f"{loc.at('data', 'n')}: n must be a positive integer, got {data['n']}")
+
+    models = suite_t["models"]
+    if quick and "models" in quick_t:
+        models = quick_t["models"]
+    if not models:
+        raise SuiteError(f"{loc.at('suite', 'models')}: empty grid: 'models' lists no model")
+    for m in models:
+        if not isinstance(m, str):
+            raise SuiteError(f"{loc.at('suite', 'models')}: models must be strings, got {m!r}")
+        if ":" not in m and m not in ZOO:
+            raise SuiteError(f"{loc.at('suite', 'models')}: unknown model {m!r}; zoo models: {sorted(ZOO)} "
+                             "(or package.module:function)")
+    backends = tuple(suite_t.get("backends", ["art", "foolbox"]))
+    for b in backends:
+        if b not in BACKENDS:
+            raise SuiteError(f"{loc.at('suite', 'backends')}: unknown backend {b!r}; expected one of {list(BACKENDS)}")
+    if not backends:
+        raise SuiteError(f"{loc.at('suite', 'backends')}: empty grid: 'backends' is empty")
+    metrics = tuple(suite_t.get("metrics", METRICS))
+    for m in metrics:
+        if m not in METRICS:
+            raise SuiteError(f"{loc.at('suite', 'metrics')}: unknown metric {m!r}; expected some of {list(METRICS)}")
+
+    raw_attacks = doc.get("attacks", [])
+    if not isinstance(raw_attacks, list) or not raw_attacks:
+        raise SuiteError(f"{where}: a suite needs at least one [[attacks]] table")
+    attacks = [_attack_entry(i, a, loc, quick_t if quick else {}) for i, a in enumerate(raw_attacks)]
+    if quick and "n" in quick_t:
+        data["n"] = min(data["n"], quick_t["n"])
+    paper = [_paper_entry(i, p, loc) for i, p in enumerate(doc.get("paper", []))]
+    suite = Suite(name=suite_t["name"], path=path, text=text, description=suite_t.get("description", ""),
+                  seed=suite_t.get("seed", 0), models=list(models), backends=backends, metrics=metrics, data=data,
+                  attacks=attacks, paper=paper, data_note=suite_t.get("data_note", ""), quick=quick)
+    if not suite.cells():
+        raise SuiteError(f"{where}: the suite expands to no cell (no backend implements its attacks)")
+    return suite
+
+
+def _attack_entry(i: int, raw: Any, loc: "_Locator", quick: dict[str, Any]) -> AttackEntry:
+    table = f"attacks[{i}]"
+    if not isinstance(raw, dict):
+        raise SuiteError(f"{loc.where}: [[attacks]] #{i + 1} must be a table")
+    _check_keys(raw, set(ATTACK_KEYS), loc, table)
+    for key, typ in ATTACK_KEYS.items():
+        if key in raw:
+            _check_type(raw[key], typ, loc, table, key)
+    if "name" not in raw:
+        raise SuiteError(f"{loc.at(table, None)}: [[attacks]] #{i + 1} needs 'name'")
+    name = raw["name"]
+    if name not in ATTACKS:
+        raise SuiteError(f"{loc.at(table, 'name')}: unknown attack {name!r}; expected one of {sorted(ATTACKS)}")
+    params = copy.deepcopy(raw.get("params", {}))
+    for key, value in params.items():
+        if isinstance(value, list) and not value:
+            raise SuiteError(f"{loc.at(table, key)}: empty grid: parameter '{key}' of attack '{name}' lists no value")
+    defaults = raw.get("defaults", "shared")
+    if defaults not in ("shared", "toolkit"):
+        raise SuiteError(f"{loc.at(table, 'defaults')}: defaults must be 'shared' or 'toolkit', got {defaults!r}")
+    attack = ATTACKS[name]
+    norm = raw.get("norm")
+    known = attack.param_defaults(norm or attack.default_norm) if (norm or attack.default_norm) in attack.norms else {}
+    for key, value in quick.get("params", {}).items():  # --quick caps, applied where the attack has the key
+        if key in known and key not in ("eps",):
+            current = params.get(key)
+            params[key] = value if current is None else (
+                [min(v, value) for v in current] if isinstance(current, list) else min(current, value))
+    n = raw.get("n")
+    if quick.get("attack_n") is not None:
+        n = min(n, quick["attack_n"]) if n is not None else None
+    if n is not None and n < 1:
+        raise SuiteError(f"{loc.at(table, 'n')}: n must be a positive integer, got {n}")
+    backends = tuple(raw["backends"]) if "backends" in raw else None
+    for b in backends or ():
+        if b not in BACKENDS:
+            raise SuiteError(f"{loc.at(table, 'backends')}: unknown backend {b!r}; expected one of {list(BACKENDS)}")
+    try:
+        for point in _grid(params):  # validates names, types and values of every grid point
+            AttackSpec(name, norm, raw.get("targeted", "none"), point)
+    except (ValueError, TypeError) as err:
+        bad = re.search(r"'(\w+)'", str(err))
+        key = bad.group(1) if bad and bad.group(1) in params else ("norm" if "norm" in str(err) else "name")
+        raise SuiteError(f"{loc.at(table, key)}: {err}") from err
+    label = raw.get("label", name if defaults == "shared" else f"{name} (toolkit defaults)")
+    return AttackEntry(name, norm, raw.get("targeted", "none"), params, backends, n, defaults, label)
+
+
+def _paper_entry(i: int, raw: Any, loc: "_Locator") -> dict[str, Any]:
+    table = f"paper[{i}]"
+    if not isinstance(raw, dict):
+        raise SuiteError(f"{loc.where}: [[paper]] #{i + 1} must be a table")
+    _check_keys(raw, set(PAPER_KEYS), loc, table)
+    for key in ("attack", "metric", "value", "source"):
+        if key not in raw:
+            raise SuiteError(f"{loc.at(table, None)}: [[paper]] #{i + 1} needs '{key}'")
+    for key, typ in PAPER_KEYS.items():
+        if key in raw:
+            _check_type(raw[key], typ, loc, table, key)
+    if raw["metric"] not in METRICS:
+        raise SuiteError(f"{loc.at(table, 'metric')}: unknown metric {raw['metric']!r}")
+    return dict(raw)
+
+
+def _table(doc: dict, name: str, schema: dict[str, type], loc: "_Locator") -> dict[str, Any]:
+    table = doc.get(name, {})
+    if not isinstance(table, dict):
+        raise SuiteError(f"{loc.at(None, name)}: [{name}] must be a table")
+    _check_keys(table, set(schema), loc, name)
+    for key, typ in schema.items():
+        if key in table:
+            _check_type(table[key], typ, loc, name, key)
+    return table
+
+
+def _check_keys(table: dict, allowed: set[str], loc: "_Locator", name: str | None) -> None:
+    for key in table:
+        if key not in allowed:
+            where = f"[{name}]" if name else "the top level"
+            raise SuiteError(f"{loc.at(name, key)}: unknown key '{key}' in {where}; expected one of {sorted(allowed)}")
+
+
+def _check_type(value: Any, typ: type, loc: "_Locator", table: str, key: str) -> None:
+    ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool))
+    if typ is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok:
+        raise SuiteError(f"{loc.at(table, key)}: '{key}' must be of type {typ.__name__}, got "
+                         f"{type(value).__name__} ({value!r})")
+
+
+class _Locator:
+    """Finds the line of ``key`` inside table ``table`` (``attacks[2]`` is the third ``[[attacks]]``)."""
+
+    def __init__(self, text: str, where: str) -> None:
+        self.lines = text.splitlines()
+        self.where = where
+
+    def at(self, table: str | None, key: str | None) -> str:
+        line = self._find(table, key)
+        return f"{self.where}:{line}" if line else self.where
+
+    def _find(self, table: str | None, key: str | None) -> int | None:
+        name, index = table, 0
+        if table and "[" in table:
+            name, index = table.split("[")[0], int(table.split("[")[1].rstrip("]"))
+        current, count = None, {}
+        start = None
+        for no, raw in enumerate(self.lines, 1):
+            line = raw.strip()
+            header = re.match(r"^\[\[?\s*([\w.]+)\s*\]\]?", line)
+            if header:
+                current = header.group(1).split(".")[0]
+                if line.startswith("[["):
+                    count[current] = count.get(current, -1) + 1
+                if current == name and count.get(current, 0) == index and start is None:
+                    start = no
+                continue
+            in_table = (name is None and current is None) or (
+                current == name and count.get(current, 0) == index)
+            if in_table and key and re.match(rf"^{re.escape(key)}\s*=", line):
+                return no
+            if in_table and key and re.search(rf"[{{,]\s*{re.escape(key)}\s*=", line):
+                return no
+        return start
