@@ -223,10 +223,7 @@ def _attack_entry(i: int, raw: Any, loc: "_Locator", quick: dict[str, Any]) -> A
     table = f"attacks[{i}]"
     if not isinstance(raw, dict):
         raise SuiteError(f"{loc.where}: [[attacks]] #{i + 1} must be a table")
-    _check_keys(raw, set(ATTACK_KEYS), loc, table)
-    for key, typ in ATTACK_KEYS.items():
-        if key in raw:
-            _check_type(raw[key], typ, loc, table, key)
+    _check_table(raw, ATTACK_KEYS, loc, table)
     if "name" not in raw:
         raise SuiteError(f"{loc.at(table, None)}: [[attacks]] #{i + 1} needs 'name'")
     name = raw["name"]
@@ -271,13 +268,10 @@ def _paper_entry(i: int, raw: Any, loc: "_Locator") -> dict[str, Any]:
     table = f"paper[{i}]"
     if not isinstance(raw, dict):
         raise SuiteError(f"{loc.where}: [[paper]] #{i + 1} must be a table")
-    _check_keys(raw, set(PAPER_KEYS), loc, table)
+    _check_table(raw, PAPER_KEYS, loc, table)
     for key in ("attack", "metric", "value", "source"):
         if key not in raw:
             raise SuiteError(f"{loc.at(table, None)}: [[paper]] #{i + 1} needs '{key}'")
-    for key, typ in PAPER_KEYS.items():
-        if key in raw:
-            _check_type(raw[key], typ, loc, table, key)
     if raw["metric"] not in METRICS:
         raise SuiteError(f"{loc.at(table, 'metric')}: unknown metric {raw['metric']!r}")
     return dict(raw)
@@ -287,11 +281,16 @@ def _table(doc: dict, name: str, schema: dict[str, type], loc: "_Locator") -> di
     table = doc.get(name, {})
     if not isinstance(table, dict):
         raise SuiteError(f"{loc.at(None, name)}: [{name}] must be a table")
+    _check_table(table, schema, loc, name)
+    return table
+
+
+def _check_table(table: dict, schema: dict[str, type], loc: "_Locator", name: str) -> None:
+    """Unknown keys and wrong types in ``table`` raise, naming the key and its line."""
     _check_keys(table, set(schema), loc, name)
     for key, typ in schema.items():
         if key in table:
             _check_type(table[key], typ, loc, name, key)
-    return table
 
 
 def _check_keys(table: dict, allowed: set[str], loc: "_Locator", name: str | None) -> None:
