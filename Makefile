@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(VENV)/bin/advbridge demo $(DEMO_ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) bench/bench_bridge.py $(BENCH_ARGS)

@@ -98,6 +98,7 @@ class Suite:
     paper: list[dict[str, Any]] = field(default_factory=list)
     data_note: str = ""
     quick: bool = False
+    caps: dict[str, float] = field(default_factory=dict)  # --quick caps on numeric parameters (e.g. steps)
 
     def cells(self) -> list[Cell]:
         """Expand models × attack grids × backends into cells (backends lacking an attack are skipped)."""
@@ -112,6 +113,7 @@ class Suite:
                         params = dict(point)
                         if entry.defaults == "toolkit":
                             params = _toolkit_params(attack, backend, norm, params)
+                        params = _apply_caps(attack, norm, params, self.caps)
                         spec = AttackSpec(entry.name, norm, entry.targeted, params)
                         n = entry.n if entry.n is not None else self.data["n"]
                         out.append(Cell(self.name, model, spec, backend, entry.label, n, entry.defaults,
@@ -129,6 +131,18 @@ def _toolkit_params(attack, backend: str, norm: str, params: dict[str, Any]) -> 
     merged = {k: v for k, v in own.items() if k in allowed and k not in params}
     merged.update(params)
     return merged
+
+
+def _apply_caps(attack, norm: str, params: dict[str, Any], caps: dict[str, float]) -> dict[str, Any]:
+    """Lower each capped parameter the attack has to at most the cap (never raise it)."""
+    if not caps:
+        return params
+    resolved = attack.resolve(norm, params)
+    out = dict(params)
+    for key, cap in caps.items():
+        if key in resolved and key != "eps" and isinstance(resolved[key], (int, float)) and resolved[key] > cap:
+            out[key] = type(resolved[key])(cap)
+    return out
 
 
 def _grid(params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -208,12 +222,16 @@ def load_suite(source: str | Path, *, quick: bool = False, text: str | None = No
     if not isinstance(raw_attacks, list) or not raw_attacks:
         raise SuiteError(f"{where}: a suite needs at least one [[attacks]] table")
     attacks = [_attack_entry(i, a, loc, quick_t if quick else {}) for i, a in enumerate(raw_attacks)]
+    caps = dict(quick_t.get("params", {})) if quick else {}
+    for key, value in caps.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SuiteError(f"{loc.at('quick', key)}: quick cap '{key}' must be a number, got {value!r}")
     if quick and "n" in quick_t:
         data["n"] = min(data["n"], quick_t["n"])
     paper = [_paper_entry(i, p, loc) for i, p in enumerate(doc.get("paper", []))]
     suite = Suite(name=suite_t["name"], path=path, text=text, description=suite_t.get("description", ""),
                   seed=suite_t.get("seed", 0), models=list(models), backends=backends, metrics=metrics, data=data,
-                  attacks=attacks, paper=paper, data_note=suite_t.get("data_note", ""), quick=quick)
+                  attacks=attacks, paper=paper, data_note=suite_t.get("data_note", ""), quick=quick, caps=caps)
     if not suite.cells():
         raise SuiteError(f"{where}: the suite expands to no cell (no backend implements its attacks)")
     return suite
@@ -236,14 +254,7 @@ def _attack_entry(i: int, raw: Any, loc: "_Locator", quick: dict[str, Any]) -> A
     defaults = raw.get("defaults", "shared")
     if defaults not in ("shared", "toolkit"):
         raise SuiteError(f"{loc.at(table, 'defaults')}: defaults must be 'shared' or 'toolkit', got {defaults!r}")
-    attack = ATTACKS[name]
     norm = raw.get("norm")
-    known = attack.param_defaults(norm or attack.default_norm) if (norm or attack.default_norm) in attack.norms else {}
-    for key, value in quick.get("params", {}).items():  # --quick caps, applied where the attack has the key
-        if key in known and key not in ("eps",):
-            current = params.get(key)
-            params[key] = value if current is None else (
-                [min(v, value) for v in current] if isinstance(current, list) else min(current, value))
     n = raw.get("n")
     if quick.get("attack_n") is not None:
         n = min(n, quick["attack_n"]) if n is not None else None

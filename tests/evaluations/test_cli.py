@@ -53,3 +53,16 @@ def test_crossval_bad_arguments(tmp_path, args, message):
     proc = run("crossval", "--model", "mnist_tiny_cnn", "--n", "4", "--out", str(tmp_path), *args, check=False)
     assert proc.returncode == 2
     assert message in proc.stderr
+
+
+def test_audit_on_a_user_chosen_model(tmp_path):
+    out = tmp_path / "audit"
+    proc = run("audit", "--model", "mnist_tiny_cnn", "--quick", "--out", str(out), "--threads", "1")
+    assert "failed" in proc.stdout and ", 0 failed" in proc.stdout
+    records = json.loads((out / "results.json").read_text())
+    labels = {r["label"] for r in records}
+    assert "deepfool" in labels and "deepfool (toolkit defaults)" in labels
+    own = {r["backend"]: r["params"] for r in records if r["label"] == "deepfool (toolkit defaults)"}
+    assert own["art"]["overshoot"] == 1e-6 and own["foolbox"]["overshoot"] == 0.02
+    report = (out / "report.md").read_text()
+    assert "## ART vs Foolbox, sample by sample" in report and "newtonfool (toolkit defaults)" in report

@@ -81,3 +81,10 @@ def test_shipped_suites_load(name):
     for quick in (False, True):
         suite = load_suite(suite_path(name), quick=quick)
         assert suite.name == name and suite.cells()
+
+
+def test_quick_caps_lower_but_never_raise():
+    text = GOOD.replace('name = "deepfool"\nnorm = "linf"', 'name = "bim"\nnorm = "linf"\nparams = { steps = 2 }')
+    cells = load_suite("t", text=text, quick=True).cells()
+    steps = {c.spec.name: c.spec.resolved_params()["steps"] for c in cells}
+    assert steps == {"pgd": 3, "bim": 2}
