@@ -11,17 +11,18 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,ray]'
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/advbridge demo $(DEMO_ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) bench/bench_bridge.py $(BENCH_ARGS)
+	$(PY) bench/bench_ray.py
 
 clean:
-	rm -rf $(VENV) advbridge-demo bench/results.json
+	rm -rf $(VENV) advbridge-demo bench/results.json bench/ray_results.json

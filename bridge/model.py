@@ -197,6 +197,22 @@ class Model:
             self._foolbox = fb.PyTorchModel(self.pipeline, bounds=self.bounds, device=self.device)
         return self._foolbox
 
+    def with_device(self, device: str | torch.device) -> "Model":
+        """The same model (shared module, moved) on another device, with fresh toolkit wrappers."""
+        clone = self.__class__.__new__(self.__class__)
+        clone.__setstate__(self.__getstate__())
+        clone.device = torch.device(device)
+        return clone
+
+    def __getstate__(self) -> dict:
+        """Pickle without the cached toolkit wrappers (rebuilt on first use), e.g. for Ray workers."""
+        state = dict(self.__dict__)
+        state.update(_pipeline=None, _art={}, _foolbox=None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
     def __repr__(self) -> str:
         return (f"Model({type(self.module).__name__}, input_shape={self.input_shape}, bounds={self.bounds}, "
                 f"nb_classes={self.nb_classes}, preprocessing={len(self.preprocessing)}, device={self.device})")

@@ -143,7 +143,8 @@ def _run(suite, args: argparse.Namespace) -> int:
     if args.seed is not None:
         suite.seed = args.seed
     summary = run_suite(suite, args.out, force=args.force, executor=args.executor, device=args.device,
-                        batch_size=args.batch_size, data_root=args.data_root)
+                        batch_size=args.batch_size, data_root=args.data_root, address=args.address,
+                        max_retries=args.max_retries)
     print(f"suite {summary.suite}: {summary.total} cells, {summary.computed} computed, {summary.skipped} already "
           f"done, {summary.failed} failed, {summary.wall_time_s:.1f} s")
     print(f"wrote {Path(args.out) / 'report.md'}, results.json, results.csv, plots/")
@@ -168,6 +169,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     args.suite, args.force, args.executor, args.data_root = "flagship", False, "local", None
+    args.address, args.max_retries = None, None
     return cmd_run(args)
 
 
@@ -211,7 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", required=True, help="output folder; the store is OUT/results.db")
         p.add_argument("--quick", action="store_true", help="the suite's quick size")
         p.add_argument("--force", action="store_true", help="recompute finished cells")
-        p.add_argument("--executor", default="local", choices=EXECUTORS)
+        p.add_argument("--executor", default="local", choices=EXECUTORS,
+                       help="local (default) or ray (needs pip install 'advbridge[ray]')")
+        p.add_argument("--address", default=None,
+                       help="Ray cluster: auto or ray://host:port (default $RAY_ADDRESS, else an embedded local Ray)")
+        p.add_argument("--max-retries", type=int, default=None, help="Ray retries per failed task (default 2)")
         p.add_argument("--data-root", default=None, help="folder with user-supplied data files")
         _common(p)
         p.set_defaults(func=cmd_run if name == "run" else cmd_audit)

@@ -27,7 +27,7 @@ from .zoo import resolve_model
 
 logger = logging.getLogger(__name__)
 
-EXECUTORS = ("local",)
+EXECUTORS = ("local", "ray")
 #: A sanity flag is raised when more than this fraction of inputs has an all-zero input gradient.
 ZERO_GRADIENT_FRACTION = 0.01
 
@@ -95,14 +95,30 @@ class Resources:
         return self._sanity[key]
 
 
-def compute_cell(cell: Cell, resources: Resources, key: str, batch_size: int = 128,
-                 progress: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run one cell; return its record (metrics, flags) and its per-sample arrays."""
-    suite = resources.suite
-    model = resources.model(cell.model)
+@dataclass(frozen=True)
+class CellInputs:
+    """Everything a cell needs, resolved on the driver so that an executor can ship it elsewhere."""
+
+    model: Model
+    x: torch.Tensor
+    y: torch.Tensor
+    index: np.ndarray
+    sanity_flags: tuple[str, ...]
+    model_info: dict[str, Any]
+
+
+def cell_inputs(cell: Cell, resources: Resources) -> CellInputs:
+    """Resolve a cell's model, data slice and model-level sanity flags."""
     x, y, idx = resources.slice(cell.model, cell.n)
-    result = run_attack(model, x, y, cell.spec, cell.backend, seed=suite.seed, batch_size=batch_size,
-                        progress=progress)
+    return CellInputs(resources.model(cell.model), x, y, idx, tuple(resources.sanity_flags(cell.model, cell.n)),
+                      resources.model_info(cell.model))
+
+
+def compute_cell(cell: Cell, inputs: CellInputs, key: str, seed: int, metric_names: tuple[str, ...],
+                 batch_size: int = 128, progress: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run one cell; return its record (metrics, flags) and its per-sample arrays. Pure: no store, no files."""
+    model, x, y = inputs.model, inputs.x, inputs.y
+    result = run_attack(model, x, y, cell.spec, cell.backend, seed=seed, batch_size=batch_size, progress=progress)
     clean_pred = model.predict(x, batch_size).numpy()
     adv_probs = torch.softmax(model.logits(result.x_adv, batch_size), 1).cpu()
     adv_pred = adv_probs.argmax(1).numpy()
@@ -121,20 +137,19 @@ def compute_cell(cell: Cell, resources: Resources, key: str, batch_size: int = 1
         "median_linf": _nan_to_none(result.median_norm("linf")),
         "mean_l2": float(norms["l2"][result.success].mean()) if result.success.any() else None,
     }
-    metrics = {k: v for k, v in metrics.items() if k in suite.metrics or k in ("clean_accuracy",
-                                                                                  "adversarial_accuracy")}
-    flags = list(resources.sanity_flags(cell.model, cell.n))
+    metrics = {k: v for k, v in metrics.items()
+               if k in metric_names or k in ("clean_accuracy", "adversarial_accuracy")}
+    flags = list(inputs.sanity_flags)
     if result.nonfinite.any():
         flags.append(f"nonfinite: {int(result.nonfinite.sum())} outputs held NaN/inf (counted as failed)")
     record = {
-        "suite": suite.name, "cell": key, "model": cell.model, "attack": cell.spec.name, "norm": cell.spec.norm,
+        "suite": cell.suite, "cell": key, "model": cell.model, "attack": cell.spec.name, "norm": cell.spec.norm,
         "backend": cell.backend, "label": cell.label, "defaults": cell.defaults, "setting": cell.setting,
         "params": _plain(result.params), "targeted": cell.spec.to_dict()["targeted"], "n": len(x),
-        "metrics": metrics, "flags": flags, "time_s": result.time_s,
-        "model_info": resources.model_info(cell.model),
+        "metrics": metrics, "flags": flags, "time_s": result.time_s, "model_info": inputs.model_info,
     }
-    samples = {"index": idx.tolist(), "success": result.success.tolist(), "nonfinite": result.nonfinite.tolist(),
-               **{k: v.tolist() for k, v in norms.items()}}
+    samples = {"index": inputs.index.tolist(), "success": result.success.tolist(),
+               "nonfinite": result.nonfinite.tolist(), **{k: v.tolist() for k, v in norms.items()}}
     return record, samples
 
 
@@ -151,46 +166,48 @@ class RunSummary:
 
 def run_suite(suite: Suite, out: str | Path, *, force: bool = False, executor: str = "local",
               device: str | None = None, batch_size: int = 128, data_root: str | None = None,
-              progress: bool = True, write_report: bool = True) -> RunSummary:
+              progress: bool = True, write_report: bool = True, address: str | None = None,
+              max_retries: int | None = None) -> RunSummary:
     """Run every unfinished cell of ``suite`` into ``out/results.db`` and render the reports.
 
     :param suite: A loaded suite.
     :param out: Output folder; the store is ``out/results.db``.
     :param force: Recompute cells that are already finished.
-    :param executor: ``local`` (in-process).
-    :param device: Device for models and attacks.
+    :param executor: ``local`` (in-process) or ``ray`` (cells as Ray tasks; needs ``advbridge[ray]``).
+    :param device: Device for models and attacks (the local executor and the driver).
     :param batch_size: Inputs per toolkit call.
     :param data_root: Folder of user-supplied data files.
+    :param address: Ray cluster address (``auto`` or ``ray://host:port``); embedded local Ray when absent.
+    :param max_retries: Ray retries per task (default 2).
     """
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; expected one of {list(EXECUTORS)}")
+    if executor == "ray":
+        from .ray_executor import DEFAULT_MAX_RETRIES, require_ray, run_on_ray
+
+        require_ray()  # a clear error before any work
     start = time.perf_counter()
     out = Path(out)
     store = ResultStore(out / "results.db")
     store.save_suite(suite.name, suite.text, suite.quick)
     versions = library_versions()
     resources = Resources(suite, device=device, data_root=data_root)
-    cells = [(cell, cell.config(suite, versions)) for cell in suite.cells()]
-    keyed = [(cell, config, config_key(config)) for cell, config in cells]
+    keyed = []
+    for cell in suite.cells():
+        config = cell.config(suite, versions)
+        keyed.append((cell, config, config_key(config)))
     done = store.done_keys()
     todo = [item for item in keyed if force or item[2] not in done]
-    computed = failed = 0
     logger.info("suite %s: %d cells, %d to compute", suite.name, len(keyed), len(todo))
-    for cell, config, key in tqdm(todo, desc=f"suite {suite.name}", unit="cell", disable=not progress):
-        if not force and store.is_done(key):  # another run sharing the store finished it meanwhile
-            continue
-        store.mark_started(key)
-        t0 = time.perf_counter()
-        try:
-            record, samples = compute_cell(cell, resources, key, batch_size, progress)
-        except Exception as err:  # recorded, shown in the report, retried on the next run
-            logger.error("cell %s (%s %s on %s) failed: %s", key, cell.label, cell.setting, cell.backend, err)
-            store.commit_failure(key, suite.name, config, "".join(traceback.format_exception_only(err)).strip())
-            failed += 1
-            continue
-        store.commit_cell(key, suite.name, config, record, samples, time.perf_counter() - t0)
-        computed += 1
-    store.close()
+    try:
+        if executor == "ray":
+            computed, failed = run_on_ray(todo, suite, resources, store, batch_size=batch_size,
+                                          max_retries=DEFAULT_MAX_RETRIES if max_retries is None else max_retries,
+                                          address=address, progress=progress)
+        else:
+            computed, failed = _run_local(todo, suite, resources, store, force, batch_size, progress)
+    finally:
+        store.close()
     summary = RunSummary(suite.name, len(keyed), computed, len(keyed) - len(todo), failed,
                          time.perf_counter() - start, out)
     if write_report:
@@ -198,6 +215,28 @@ def run_suite(suite: Suite, out: str | Path, *, force: bool = False, executor: s
 
         write_reports(out, suite_name=suite.name)
     return summary
+
+
+def _run_local(todo, suite: Suite, resources: Resources, store: ResultStore, force: bool, batch_size: int,
+               progress: bool) -> tuple[int, int]:
+    """The local executor: cells one after another in this process, each committed when it finishes."""
+    computed = failed = 0
+    for cell, config, key in tqdm(todo, desc=f"suite {suite.name}", unit="cell", disable=not progress):
+        if not force and store.is_done(key):  # another run sharing the store finished it meanwhile
+            continue
+        store.mark_started(key)
+        t0 = time.perf_counter()
+        try:
+            record, samples = compute_cell(cell, cell_inputs(cell, resources), key, suite.seed, suite.metrics,
+                                           batch_size, progress)
+        except Exception as err:  # recorded, shown in the report, retried on the next run
+            logger.error("cell %s (%s %s on %s) failed: %s", key, cell.label, cell.setting, cell.backend, err)
+            store.commit_failure(key, suite.name, config, "".join(traceback.format_exception_only(err)).strip())
+            failed += 1
+            continue
+        store.commit_cell(key, suite.name, config, record, samples, time.perf_counter() - t0)
+        computed += 1
+    return computed, failed
 
 
 def _nan_to_none(value: float) -> float | None:

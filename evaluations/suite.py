@@ -29,11 +29,11 @@ METRICS = ("clean_accuracy", "adversarial_accuracy", "error_rate", "success_rate
            "median_l0", "median_l1", "median_l2", "median_linf", "mean_l2")
 TOP_KEYS = {"suite", "data", "quick", "attacks", "paper"}
 SUITE_KEYS = {"name": str, "description": str, "seed": int, "models": list, "backends": list, "metrics": list,
-              "data_note": str}
+              "data_note": str, "num_cpus": float, "num_gpus": float}
 DATA_KEYS = {"dataset": str, "split": str, "n": int, "seed": int, "correct_only": bool}
 QUICK_KEYS = {"n": int, "models": list, "params": dict, "attack_n": int}
 ATTACK_KEYS = {"name": str, "norm": str, "targeted": str, "params": dict, "backends": list, "n": int,
-               "defaults": str, "label": str}
+               "defaults": str, "label": str, "num_cpus": float, "num_gpus": float}
 PAPER_KEYS = {"model": str, "attack": str, "norm": str, "params": dict, "metric": str, "value": float,
               "source": str, "note": str}
 
@@ -54,6 +54,8 @@ class AttackEntry:
     n: int | None
     defaults: str  # "shared" or "toolkit" (each toolkit's own defaults)
     label: str
+    num_cpus: float | None = None
+    num_gpus: float | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,8 @@ class Cell:
     n: int
     defaults: str
     point: tuple[tuple[str, Any], ...] = ()
+    num_cpus: float = 1.0  # executor resources: they never change a cell's numbers, so not in its key
+    num_gpus: float = 0.0
 
     @property
     def setting(self) -> dict[str, Any]:
@@ -99,6 +103,8 @@ class Suite:
     data_note: str = ""
     quick: bool = False
     caps: dict[str, float] = field(default_factory=dict)  # --quick caps on numeric parameters (e.g. steps)
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
 
     def cells(self) -> list[Cell]:
         """Expand models × attack grids × backends into cells (backends lacking an attack are skipped)."""
@@ -117,7 +123,9 @@ class Suite:
                         spec = AttackSpec(entry.name, norm, entry.targeted, params)
                         n = entry.n if entry.n is not None else self.data["n"]
                         out.append(Cell(self.name, model, spec, backend, entry.label, n, entry.defaults,
-                                        tuple(sorted(point.items()))))
+                                        tuple(sorted(point.items())),
+                                        entry.num_cpus if entry.num_cpus is not None else self.num_cpus,
+                                        entry.num_gpus if entry.num_gpus is not None else self.num_gpus))
         return out
 
 
@@ -231,7 +239,11 @@ def load_suite(source: str | Path, *, quick: bool = False, text: str | None = No
     paper = [_paper_entry(i, p, loc) for i, p in enumerate(doc.get("paper", []))]
     suite = Suite(name=suite_t["name"], path=path, text=text, description=suite_t.get("description", ""),
                   seed=suite_t.get("seed", 0), models=list(models), backends=backends, metrics=metrics, data=data,
-                  attacks=attacks, paper=paper, data_note=suite_t.get("data_note", ""), quick=quick, caps=caps)
+                  attacks=attacks, paper=paper, data_note=suite_t.get("data_note", ""), quick=quick, caps=caps,
+                  num_cpus=float(suite_t.get("num_cpus", 1.0)), num_gpus=float(suite_t.get("num_gpus", 0.0)))
+    for where_, value in (("num_cpus", suite.num_cpus), ("num_gpus", suite.num_gpus)):
+        if value < 0 or (where_ == "num_cpus" and value == 0):
+            raise SuiteError(f"{loc.at('suite', where_)}: {where_} must be {'> 0' if where_ == 'num_cpus' else '>= 0'}")
     if not suite.cells():
         raise SuiteError(f"{where}: the suite expands to no cell (no backend implements its attacks)")
     return suite
@@ -272,7 +284,12 @@ def _attack_entry(i: int, raw: Any, loc: "_Locator", quick: dict[str, Any]) -> A
         key = bad.group(1) if bad and bad.group(1) in params else ("norm" if "norm" in str(err) else "name")
         raise SuiteError(f"{loc.at(table, key)}: {err}") from err
     label = raw.get("label", name if defaults == "shared" else f"{name} (toolkit defaults)")
-    return AttackEntry(name, norm, raw.get("targeted", "none"), params, backends, n, defaults, label)
+    for key in ("num_cpus", "num_gpus"):
+        if key in raw and (raw[key] < 0 or (key == "num_cpus" and raw[key] == 0)):
+            raise SuiteError(f"{loc.at(table, key)}: {key} must be {'> 0' if key == 'num_cpus' else '>= 0'}")
+    return AttackEntry(name, norm, raw.get("targeted", "none"), params, backends, n, defaults, label,
+                       float(raw["num_cpus"]) if "num_cpus" in raw else None,
+                       float(raw["num_gpus"]) if "num_gpus" in raw else None)
 
 
 def _paper_entry(i: int, raw: Any, loc: "_Locator") -> dict[str, Any]:

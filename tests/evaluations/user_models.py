@@ -1,5 +1,8 @@
 """User models given to suites as ``module:function`` (importable because pytest puts this folder on sys.path)."""
 
+import os
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -31,3 +34,40 @@ def masked() -> Model:
 
 def noisy() -> Model:
     return Model(_linear(), (1, 28, 28), preprocessing=[NoisyInput()], device="cpu")
+
+
+class CrashOnceInWorker(nn.Module):
+    """Kills its process (``os._exit``) the first time it runs outside the process that built it."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.driver_pid = os.getpid()
+        self.marker = marker
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if os.getpid() != self.driver_pid and not Path(self.marker).exists():
+            Path(self.marker).write_text(str(os.getpid()))
+            os._exit(1)
+        return x
+
+
+class FailInWorker(nn.Module):
+    """Raises whenever it runs outside the process that built it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.driver_pid = os.getpid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if os.getpid() != self.driver_pid:
+            raise RuntimeError("this model always fails on workers")
+        return x
+
+
+def crash_once() -> Model:
+    return Model(_linear(), (1, 28, 28), preprocessing=[CrashOnceInWorker(os.environ["ADVBRIDGE_TEST_MARKER"])],
+                 device="cpu")
+
+
+def fail_in_worker() -> Model:
+    return Model(_linear(), (1, 28, 28), preprocessing=[FailInWorker()], device="cpu")
