@@ -75,6 +75,7 @@ def _comparisons(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
         by_group[_group_key(c)].append(c)
     out = []
     for key, members in by_group.items():
+        members = sorted(members, key=lambda m: m["record"]["backend"])
         if len(members) < 2 or len({m["record"]["n"] for m in members}) != 1:
             continue
         results = {}
@@ -96,7 +97,7 @@ def _comparisons(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
         slug = "-".join([first["model"].replace(":", "_").replace(".", "_"), first["label"].replace(" ", "_")
                          .replace("(", "").replace(")", ""), first["norm"]] +
                         [f"{k}{v}" for k, v in sorted(first["setting"].items())])
-        out.append({"suite": first["suite"], "model": first["model"], "label": first["label"],
+        out.append({"suite": first["suite"], "model": first["model"], "label": f"{first['label']} ({first['norm']})",
                     "setting": first["setting"], "report": report, "slug": slug})
     return out
 
@@ -169,7 +170,8 @@ def _plots(done: list[dict[str, Any]], folder: Path) -> list[str]:
         ax.legend()
         ax.set_title(f"{model}: {label} {setting}".strip(), fontsize=9)
         fig.tight_layout()
-        name = f"minimal_{_safe(suite)}_{_safe(model)}_{_safe(label)}_{norm}_{_safe(setting)}.png".replace("__", "_")
+        stem = "_".join(part for part in ("minimal", _safe(suite), _safe(model), _safe(label), norm, _safe(setting)) if part)
+        name = f"{stem}.png"
         fig.savefig(folder / name, dpi=110)
         plt.close(fig)
         written.append(f"plots/{name}")
