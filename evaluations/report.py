@@ -215,7 +215,8 @@ def _markdown(name: str, suite, done, failed, groups, plots) -> str:
         dataset = suite.data["dataset"]
         lines += [f"- Data: `{dataset}` {suite.data['split']} split, n = {suite.data['n']} per cell "
                   f"(seeded slice, seed {suite.data['seed']}{', correctly classified only' if suite.data['correct_only'] else ''})"
-                  f"{' — quick run' if suite.quick else ''}.",
+                  + (" — quick run" + (" (caps: " + ", ".join(f"{k} ≤ {v}" for k, v in suite.caps.items()) + ")"
+                                        if suite.caps else "") if suite.quick else "") + ".",
                   f"- Data difference: {suite.data_note or DATA_NOTES.get(dataset, 'as stated by the suite')}."]
     total_time = sum(c["record"]["time_s"] for c in done)
     lines += [f"- Cells: {len(done)} finished, {len(failed)} failed; attack time {total_time:.1f} s in all.", ""]

@@ -54,8 +54,7 @@ def test_step_ll_native_equals_both_toolkits(tiny, attack_set):
 
 @pytest.mark.parametrize("name,norm", [("cw", "l2"), ("ead", "l1"), ("deepfool", "l2")])
 def test_minimisation_attacks_succeed_on_both_backends(tiny, attack_set, name, norm):
-    x, y = attack_set
-    x, y = x[:16], y[:16]
+    x, y = attack_set  # 32 inputs: ART's C&W misses 1 of 32 here (its c schedule), so 90% has some slack
     report = crossval(tiny, x, y, AttackSpec(name, norm))
     for backend, result in report.results.items():
         assert result.success_rate >= 0.9, (backend, result.success_rate)
