@@ -1,4 +1,13 @@
-"""Defenses neither toolkit has (MagNet, MID, Invert-and-Classify, trainers), as ART-compatible classes.
+"""Defenses neither toolkit has, as ART-compatible classes in device-agnostic torch.
 
-Filled in by the defenses issues; may import ``advbridge.bridge``, never ``advbridge.evaluations``.
+So far: MagNet's denoising autoencoders, its reconstruction-error and divergence detectors (ART
+``EvasionDetector``), its differentiable reformer (ART ``PreprocessorPyTorch``) and the MagNet system with
+its metric. May import ``advbridge.bridge``, never ``advbridge.evaluations``.
 """
+
+from .autoencoders import MNIST_AE_I, MNIST_AE_II, DenoisingAutoEncoder, train_autoencoder
+from .magnet import (DivergenceDetector, MagNet, MagNetEvaluation, ReconstructionErrorDetector, Reformer,
+                     graybox_random_row, jensen_shannon)
+
+__all__ = ["MNIST_AE_I", "MNIST_AE_II", "DenoisingAutoEncoder", "DivergenceDetector", "MagNet", "MagNetEvaluation",
+           "ReconstructionErrorDetector", "Reformer", "graybox_random_row", "jensen_shannon", "train_autoencoder"]

@@ -1,0 +1,240 @@
+"""MagNet (Meng & Chen, CCS 2017; algorithms.md §2): detectors, reformer and the defended system.
+
+The detectors are ART ``EvasionDetector``s; the reformer is an ART ``PreprocessorPyTorch`` and is
+differentiable, so ``Model(classifier, preprocessing=[reformer])`` is attackable white-box from ART and
+Foolbox through the bridge. Thresholds come from a false-positive budget on clean validation data.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from art.defences.detector.evasion import EvasionDetector
+from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+
+def _as_tensor(x, name: str = "x") -> torch.Tensor:
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be floating point, got {x.dtype}")
+    if x.ndim != 4 or len(x) == 0:
+        raise ValueError(f"{name} must be a non-empty NCHW batch, got shape {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or inf values")
+    return x.detach().float()
+
+
+def _batched(fn, x: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([fn(x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
+
+
+def threshold_for(scores: np.ndarray, drop_rate: float) -> float:
+    """MagNet's rule (§2.3): flag the ``int(N·drop_rate)`` highest clean scores (at least one)."""
+    k = max(1, int(len(scores) * drop_rate))
+    return float(np.sort(scores)[-k])
+
+
+def jensen_shannon(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Per-row JSD(P, Q) in nats, as ``scipy.stats.entropy`` computes it in MagNet's code."""
+    m = 0.5 * (p + q)
+
+    def kl(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.where(a > 0, a * (a.clamp_min(1e-30).log() - b.clamp_min(1e-30).log()), 0.0).sum(1)
+
+    return 0.5 * kl(p, m) + 0.5 * kl(q, m)
+
+
+class _ThresholdDetector(EvasionDetector):
+    """Shared ``fit``/``detect``: scores above the clean-data threshold are flagged adversarial."""
+
+    defence_params = ["drop_rate"]
+
+    def __init__(self, drop_rate: float, device: str | torch.device | None) -> None:
+        super().__init__()
+        self.drop_rate = drop_rate
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.threshold: float | None = None
+        self._check_params()
+
+    def _check_params(self) -> None:
+        if not isinstance(self.drop_rate, float) or not 0 < self.drop_rate < 1:
+            raise ValueError(f"drop_rate must be a float in (0, 1), got {self.drop_rate!r}")
+
+    def score(self, x, batch_size: int = 256) -> np.ndarray:
+        raise NotImplementedError
+
+    def fit(self, x, y=None, batch_size: int = 256, nb_epochs: int = 0, **kwargs) -> None:
+        """Set the threshold so that at most ``drop_rate`` of the clean inputs ``x`` are flagged."""
+        self.threshold = threshold_for(self.score(x, batch_size), self.drop_rate)
+
+    def detect(self, x, batch_size: int = 256, **kwargs) -> tuple[dict, np.ndarray]:
+        """Return ``({"scores", "threshold"}, is_adversarial)``; an input passes iff score < threshold."""
+        if self.threshold is None:
+            raise ValueError(f"{type(self).__name__} is not fitted: call fit(x_clean_validation) first")
+        scores = self.score(x, batch_size)
+        return {"scores": scores, "threshold": self.threshold}, scores >= self.threshold
+
+
+class ReconstructionErrorDetector(_ThresholdDetector):
+    """MagNet detector I/II: ``mean_{c,h,w} |x - ae(x)|^p`` (§2.2; the mean of the p-th power, not a norm).
+
+    :param ae: Autoencoder mapping x to its reconstruction.
+    :param p: 1 or 2.
+    :param drop_rate: False-positive budget on clean validation data.
+    """
+
+    defence_params = ["p", "drop_rate"]
+
+    def __init__(self, ae: nn.Module, p: int = 2, drop_rate: float = 0.001, device=None) -> None:
+        self.ae = ae.eval()
+        self.p = p
+        super().__init__(drop_rate, device)
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        if self.p not in (1, 2):
+            raise ValueError(f"p must be 1 or 2, got {self.p!r}")
+
+    def score_from(self, x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+        return (x - recon).abs().pow(self.p).flatten(1).mean(1)
+
+    def score(self, x, batch_size: int = 256) -> np.ndarray:
+        x = _as_tensor(x)
+        self.ae.to(self.device)
+        return _batched(lambda b: self.score_from(b, self.ae(b)), x, batch_size, self.device).numpy()
+
+
+class DivergenceDetector(_ThresholdDetector):
+    """MagNet probability-divergence detector: ``JSD(softmax(f(x)/T), softmax(f(ae(x))/T))`` (§2.2).
+
+    :param classifier: Module returning logits.
+    :param ae: Autoencoder.
+    :param temperature: Softmax temperature T (MagNet's CIFAR detectors use 10 and 40).
+    """
+
+    defence_params = ["temperature", "drop_rate"]
+
+    def __init__(self, classifier: nn.Module, ae: nn.Module, temperature: float = 10.0, drop_rate: float = 0.01,
+                 device=None) -> None:
+        self.classifier = classifier.eval()
+        self.ae = ae.eval()
+        self.temperature = temperature
+        super().__init__(drop_rate, device)
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        if not isinstance(self.temperature, (int, float)) or self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
+
+    def score_from(self, logits: torch.Tensor, logits_recon: torch.Tensor) -> torch.Tensor:
+        t = float(self.temperature)
+        return jensen_shannon(torch.softmax(logits / t, 1), torch.softmax(logits_recon / t, 1))
+
+    def score(self, x, batch_size: int = 256) -> np.ndarray:
+        x = _as_tensor(x)
+        self.classifier.to(self.device)
+        self.ae.to(self.device)
+        return _batched(lambda b: self.score_from(self.classifier(b), self.classifier(self.ae(b))), x, batch_size,
+                        self.device).numpy()
+
+
+class Reformer(PreprocessorPyTorch):
+    """MagNet reformer ``x' = clip(ae(x), low, high)``: differentiable, so white-box attacks see through it.
+
+    :param ae: Autoencoder (MagNet uses AE-I); its weights are frozen.
+    :param bounds: The data range to clip to.
+    """
+
+    def __init__(self, ae: nn.Module, bounds: tuple[float, float] = (0.0, 1.0), device_type: str = "cpu") -> None:
+        super().__init__(device_type=device_type, is_fitted=True, apply_fit=False, apply_predict=True)
+        self.ae = ae.eval().requires_grad_(False)
+        self.bounds = bounds
+
+    def forward(self, x: torch.Tensor, y=None):
+        return self.ae(x.float()).clamp(*self.bounds), y
+
+
+@dataclass
+class MagNetEvaluation:
+    """MagNet's metric (§1.4/§2.5) and its ablations, as fractions of the inputs."""
+
+    with_defense: float      # rejected, or correct after reforming
+    detector_only: float     # rejected, or correct on the raw input
+    reformer_only: float     # correct after reforming
+    no_defense: float        # correct on the raw input
+    detection_rate: float    # fraction rejected
+
+    def to_dict(self) -> dict[str, float]:
+        return dict(self.__dict__)
+
+
+class MagNet:
+    """Detectors + reformer + classifier.
+
+    :param classifier: Module returning logits for raw-space input.
+    :param detectors: Fitted or unfitted MagNet/MID detectors (``fit`` sets all thresholds).
+    :param reformer: ``Reformer`` or ``None``.
+    """
+
+    def __init__(self, classifier: nn.Module, detectors: list[_ThresholdDetector], reformer: Reformer | None,
+                 device=None) -> None:
+        if not detectors and reformer is None:
+            raise ValueError("MagNet needs at least one detector or a reformer")
+        self.classifier = classifier.eval()
+        self.detectors = list(detectors)
+        self.reformer = reformer
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+
+    def fit(self, x_val, batch_size: int = 256) -> "MagNet":
+        """Set every detector's threshold on clean validation inputs."""
+        for det in self.detectors:
+            det.fit(x_val, batch_size=batch_size)
+        return self
+
+    def detect(self, x, batch_size: int = 256) -> np.ndarray:
+        """True where any detector rejects the input."""
+        flags = np.zeros(len(_as_tensor(x)), dtype=bool)
+        for det in self.detectors:
+            flags |= det.detect(x, batch_size)[1]
+        return flags
+
+    def predict(self, x, batch_size: int = 256) -> np.ndarray:
+        """Class predictions after reforming (what MagNet outputs for inputs that pass)."""
+        x = _as_tensor(x)
+        self.classifier.to(self.device)
+        reform = (lambda b: self.reformer.forward(b)[0]) if self.reformer is not None else (lambda b: b)
+        return _batched(lambda b: self.classifier(reform(b)), x, batch_size, self.device).argmax(1).numpy()
+
+    def evaluate(self, x, y, batch_size: int = 256) -> MagNetEvaluation:
+        """MagNet's metric on ``(x, y)``: an input is handled when rejected or classified correctly after reforming."""
+        x = _as_tensor(x)
+        y = np.asarray(y)
+        if y.shape != (len(x),):
+            raise ValueError(f"y must have shape ({len(x)},), got {y.shape}")
+        rejected = self.detect(x, batch_size) if self.detectors else np.zeros(len(x), dtype=bool)
+        self.classifier.to(self.device)
+        raw_ok = _batched(self.classifier, x, batch_size, self.device).argmax(1).numpy() == y
+        reformed_ok = self.predict(x, batch_size) == y
+        return MagNetEvaluation(with_defense=float((rejected | reformed_ok).mean()),
+                                detector_only=float((rejected | raw_ok).mean()),
+                                reformer_only=float(reformed_ok.mean()), no_defense=float(raw_ok.mean()),
+                                detection_rate=float(rejected.mean()))
+
+
+def graybox_random_row(matrix: np.ndarray) -> np.ndarray:
+    """The "Random" row of MagNet's graybox table (§2.7): the defender draws one AE uniformly, so each
+    attack column's accuracy is the mean over the defending AEs (rows)."""
+    matrix = np.asarray(matrix, dtype=float)
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.size == 0:
+        raise ValueError(f"matrix must be a non-empty square (defend x attack) array, got shape {matrix.shape}")
+    return matrix.mean(0)
