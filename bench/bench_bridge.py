@@ -14,7 +14,6 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from advbridge.bridge import AttackSpec, crossval, run_attack

@@ -74,7 +74,7 @@ def _comparisons(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                          _setting_key(c["record"]["setting"]))):
         by_group[_group_key(c)].append(c)
     out = []
-    for key, members in by_group.items():
+    for members in by_group.values():
         members = sorted(members, key=lambda m: m["record"]["backend"])
         if len(members) < 2 or len({m["record"]["n"] for m in members}) != 1:
             continue
