@@ -93,7 +93,7 @@ def train_autoencoder(ae: nn.Module, x: torch.Tensor, *, noise: float = 0.1, epo
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(clean)
+            total += float(loss.detach()) * len(clean)
         history.append(total / len(x))
     ae.eval()
     return history

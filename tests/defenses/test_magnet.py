@@ -6,19 +6,9 @@ import torch
 from scipy.spatial.distance import jensenshannon
 
 from advbridge.bridge import AttackSpec, Model, run_attack
-from advbridge.defenses.autoencoders import MNIST_AE_I, MNIST_AE_II, DenoisingAutoEncoder, train_autoencoder
+from advbridge.defenses.autoencoders import MNIST_AE_I, DenoisingAutoEncoder
 from advbridge.defenses.magnet import (DivergenceDetector, MagNet, ReconstructionErrorDetector, Reformer,
                                         graybox_random_row, jensen_shannon)
-
-
-@pytest.fixture(scope="module")
-def autoencoders(mnist5k):
-    torch.manual_seed(0)
-    ae1, ae2 = DenoisingAutoEncoder(MNIST_AE_I), DenoisingAutoEncoder(MNIST_AE_II)
-    for ae in (ae1, ae2):
-        history = train_autoencoder(ae, mnist5k.x_train, epochs=10, lr=3e-3, batch_size=64, seed=0)
-        assert history[-1] < history[0]
-    return ae1, ae2
 
 
 def test_autoencoder_shapes_and_layers():
