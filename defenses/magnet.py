@@ -238,3 +238,36 @@ def graybox_random_row(matrix: np.ndarray) -> np.ndarray:
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.size == 0:
         raise ValueError(f"matrix must be a non-empty square (defend x attack) array, got shape {matrix.shape}")
     return matrix.mean(0)
+
+
+class RandomizedMagNet:
+    """MagNet's graybox defense: one of several MagNet systems (one per diverse AE) is drawn per query batch.
+
+    :param systems: ``MagNet`` instances sharing the classifier, one per autoencoder.
+    :param seed: Seeds the draws, so a run is reproducible.
+    """
+
+    def __init__(self, systems: list[MagNet], seed: int = 0) -> None:
+        if len(systems) < 2:
+            raise ValueError(f"systems must hold at least 2 MagNet instances, got {len(systems)}")
+        self.systems = list(systems)
+        self.rng = np.random.default_rng(seed)
+        self.last_choice: int | None = None
+
+    def _draw(self) -> MagNet:
+        self.last_choice = int(self.rng.integers(len(self.systems)))
+        return self.systems[self.last_choice]
+
+    def fit(self, x_val, batch_size: int = 256) -> "RandomizedMagNet":
+        for system in self.systems:
+            system.fit(x_val, batch_size)
+        return self
+
+    def detect(self, x, batch_size: int = 256) -> np.ndarray:
+        return self._draw().detect(x, batch_size)
+
+    def predict(self, x, batch_size: int = 256) -> np.ndarray:
+        return self._draw().predict(x, batch_size)
+
+    def evaluate(self, x, y, batch_size: int = 256) -> MagNetEvaluation:
+        return self._draw().evaluate(x, y, batch_size)
