@@ -65,6 +65,15 @@ class DenoisingAutoEncoder(nn.Module):
         return torch.sigmoid(self.head(h)), activity
 
 
+def _noisy_batches(x: torch.Tensor, batch_size: int, noise: float, gen: torch.Generator,
+                   bounds: tuple[float, float], device):
+    """One epoch of shuffled ``(clean, clip(clean + noise·N(0, I)))`` batches."""
+    perm = torch.randperm(len(x), generator=gen)
+    for start in range(0, len(x), batch_size):
+        clean = x[perm[start:start + batch_size]].to(device)
+        yield clean, (clean + noise * torch.randn(clean.shape, generator=gen).to(device)).clamp(*bounds)
+
+
 def train_autoencoder(ae: nn.Module, x: torch.Tensor, *, noise: float = 0.1, epochs: int = 100,
                       batch_size: int = 256, lr: float = 1e-3, activity_reg: float = 1e-9, seed: int = 0,
                       bounds: tuple[float, float] = (0.0, 1.0), device: str | torch.device = "cpu") -> list[float]:
@@ -82,11 +91,8 @@ def train_autoencoder(ae: nn.Module, x: torch.Tensor, *, noise: float = 0.1, epo
     opt = torch.optim.Adam(ae.parameters(), lr=lr)
     history = []
     for _ in tqdm(range(epochs), desc="train autoencoder", unit="epoch", leave=False):
-        perm = torch.randperm(len(x), generator=gen)
         total = 0.0
-        for start in range(0, len(x), batch_size):
-            clean = x[perm[start:start + batch_size]].to(device)
-            noisy = (clean + noise * torch.randn(clean.shape, generator=gen).to(device)).clamp(*bounds)
+        for clean, noisy in _noisy_batches(x, batch_size, noise, gen, bounds, device):
             out, activity = ae.forward_with_activity(noisy) if hasattr(ae, "forward_with_activity") else (
                 ae(noisy), clean.new_zeros(()))
             loss = nn.functional.mse_loss(out, clean) + activity_reg * activity
@@ -122,11 +128,8 @@ def train_diverse_autoencoders(aes: list[nn.Module], x: torch.Tensor, *, alpha: 
     opt = torch.optim.Adam([p for ae in aes for p in ae.parameters()], lr=lr)
     history = []
     for _ in tqdm(range(epochs), desc="diversity training", unit="epoch", leave=False):
-        perm = torch.randperm(len(x), generator=gen)
         total = 0.0
-        for start in range(0, len(x), batch_size):
-            clean = x[perm[start:start + batch_size]].to(device)
-            noisy = (clean + noise * torch.randn(clean.shape, generator=gen).to(device)).clamp(*bounds)
+        for clean, noisy in _noisy_batches(x, batch_size, noise, gen, bounds, device):
             outs = [ae(noisy) for ae in aes]
             mean = torch.stack(outs).mean(0)
             loss = sum(nn.functional.mse_loss(o, clean) - alpha * nn.functional.mse_loss(o, mean) for o in outs)
