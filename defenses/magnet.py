@@ -38,6 +38,49 @@ def _batched(fn, x: torch.Tensor, batch_size: int, device: torch.device) -> torc
         return torch.cat([fn(x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
 
 
+class ForwardPasses:
+    """One batch's forward passes, each computed at most once and shared by every detector and the reformer.
+
+    ``f(x)``, ``ae(x)`` and ``f(ae(x))`` are memoised per (classifier, autoencoder) pair, so MagNet's two
+    reconstruction detectors, its divergence detectors, MID and the reformer together cost one classifier pass on
+    x, one pass per distinct autoencoder and one classifier pass per reconstruction.
+    """
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x = x
+        self._memo: dict[tuple, torch.Tensor] = {}
+
+    def _get(self, key: tuple, compute) -> torch.Tensor:
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+    def logits(self, classifier: nn.Module) -> torch.Tensor:
+        return self._get(("f", id(classifier)), lambda: classifier(self.x))
+
+    def recon(self, ae: nn.Module) -> torch.Tensor:
+        return self._get(("ae", id(ae)), lambda: ae(self.x))
+
+    def logits_of_recon(self, classifier: nn.Module, ae: nn.Module) -> torch.Tensor:
+        return self._get(("f.ae", id(classifier), id(ae)), lambda: classifier(self.recon(ae)))
+
+    def reformed_logits(self, classifier: nn.Module, reformer: "Reformer") -> torch.Tensor:
+        """``f(clip(ae(x)))``; the same pass as ``f(ae(x))`` when clipping changes nothing (sigmoid AEs)."""
+        def compute():
+            recon = self.recon(reformer.ae)
+            reformed = recon.clamp(*reformer.bounds)
+            if torch.equal(reformed, recon):
+                return self.logits_of_recon(classifier, reformer.ae)
+            return classifier(reformed)
+        return self._get(("f.reform", id(classifier), id(reformer)), compute)
+
+
+def _over_batches(fn, x: torch.Tensor, batch_size: int, device: torch.device) -> list:
+    """``fn(ForwardPasses(batch))`` for each batch of ``x`` on ``device``, under ``no_grad``."""
+    with torch.no_grad():
+        return [fn(ForwardPasses(x[i:i + batch_size].to(device))) for i in range(0, len(x), batch_size)]
+
+
 def threshold_for(scores: np.ndarray, drop_rate: float) -> float:
     """MagNet's rule (§2.3): flag the ``int(N·drop_rate)`` highest clean scores (at least one)."""
     k = max(1, int(len(scores) * drop_rate))
@@ -70,8 +113,24 @@ class _ThresholdDetector(EvasionDetector):
         if not isinstance(self.drop_rate, float) or not 0 < self.drop_rate < 1:
             raise ValueError(f"drop_rate must be a float in (0, 1), got {self.drop_rate!r}")
 
-    def score(self, x, batch_size: int = 256) -> np.ndarray:
+    @property
+    def label(self) -> str:
+        """A short name for reports (``recon_p2``, ``jsd_T10``, ``mid_population_pmi``)."""
         raise NotImplementedError
+
+    def _modules(self) -> list[nn.Module]:
+        return [getattr(self, name) for name in ("classifier", "ae") if hasattr(self, name)]
+
+    def score_batch(self, passes: ForwardPasses) -> torch.Tensor:
+        """Anomaly scores of one batch (higher = more suspicious), from shared forward passes."""
+        raise NotImplementedError
+
+    def score(self, x, batch_size: int = 256) -> np.ndarray:
+        """Anomaly scores of ``x`` (higher = more suspicious)."""
+        x = _as_tensor(x)
+        for module in self._modules():
+            module.to(self.device)
+        return torch.cat([s.cpu() for s in _over_batches(self.score_batch, x, batch_size, self.device)]).numpy()
 
     def fit(self, x, y=None, batch_size: int = 256, nb_epochs: int = 0, **kwargs) -> None:
         """Set the threshold so that at most ``drop_rate`` of the clean inputs ``x`` are flagged."""
@@ -105,13 +164,15 @@ class ReconstructionErrorDetector(_ThresholdDetector):
         if self.p not in (1, 2):
             raise ValueError(f"p must be 1 or 2, got {self.p!r}")
 
+    @property
+    def label(self) -> str:
+        return f"recon_p{self.p}"
+
     def score_from(self, x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
         return (x - recon).abs().pow(self.p).flatten(1).mean(1)
 
-    def score(self, x, batch_size: int = 256) -> np.ndarray:
-        x = _as_tensor(x)
-        self.ae.to(self.device)
-        return _batched(lambda b: self.score_from(b, self.ae(b)), x, batch_size, self.device).numpy()
+    def score_batch(self, passes: ForwardPasses) -> torch.Tensor:
+        return self.score_from(passes.x, passes.recon(self.ae))
 
 
 class DivergenceDetector(_ThresholdDetector):
@@ -136,16 +197,16 @@ class DivergenceDetector(_ThresholdDetector):
         if not isinstance(self.temperature, (int, float)) or self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
 
+    @property
+    def label(self) -> str:
+        return f"jsd_T{self.temperature:g}"
+
     def score_from(self, logits: torch.Tensor, logits_recon: torch.Tensor) -> torch.Tensor:
         t = float(self.temperature)
         return jensen_shannon(torch.softmax(logits / t, 1), torch.softmax(logits_recon / t, 1))
 
-    def score(self, x, batch_size: int = 256) -> np.ndarray:
-        x = _as_tensor(x)
-        self.classifier.to(self.device)
-        self.ae.to(self.device)
-        return _batched(lambda b: self.score_from(self.classifier(b), self.classifier(self.ae(b))), x, batch_size,
-                        self.device).numpy()
+    def score_batch(self, passes: ForwardPasses) -> torch.Tensor:
+        return self.score_from(passes.logits(self.classifier), passes.logits_of_recon(self.classifier, self.ae))
 
 
 class Reformer(PreprocessorPyTorch):
@@ -178,22 +239,61 @@ class MagNetEvaluation:
         return dict(self.__dict__)
 
 
+@dataclass
+class MagNetOutputs:
+    """Per-input outputs of one pass of the defended system over a set of inputs."""
+
+    scores: dict[str, np.ndarray]   # detector name -> anomaly scores
+    flags: dict[str, np.ndarray]    # detector name -> score >= its threshold
+    rejected: np.ndarray            # any detector flags the input
+    pred_raw: np.ndarray            # argmax f(x)
+    pred_reformed: np.ndarray       # argmax f(reformer(x)) (= pred_raw without a reformer)
+
+    def evaluate(self, y: np.ndarray) -> MagNetEvaluation:
+        raw_ok, reformed_ok = self.pred_raw == y, self.pred_reformed == y
+        return MagNetEvaluation(with_defense=float((self.rejected | reformed_ok).mean()),
+                                detector_only=float((self.rejected | raw_ok).mean()),
+                                reformer_only=float(reformed_ok.mean()), no_defense=float(raw_ok.mean()),
+                                detection_rate=float(self.rejected.mean()))
+
+
 class MagNet:
     """Detectors + reformer + classifier.
 
+    Every method makes one sweep over the inputs in which the detectors and the reformer share their forward
+    passes (``ForwardPasses``): the cost of scoring is about that of ``f(x)``, ``ae(x)`` and ``f(ae(x))``.
+
     :param classifier: Module returning logits for raw-space input.
-    :param detectors: Fitted or unfitted MagNet/MID detectors (``fit`` sets all thresholds).
+    :param detectors: Fitted or unfitted MagNet/MID detectors (``fit`` sets all thresholds), as a list or as a
+        ``{name: detector}`` dict (list entries are named ``<index>_<label>``).
     :param reformer: ``Reformer`` or ``None``.
     """
 
-    def __init__(self, classifier: nn.Module, detectors: list[_ThresholdDetector], reformer: Reformer | None,
-                 device=None) -> None:
+    def __init__(self, classifier: nn.Module, detectors: list[_ThresholdDetector] | dict[str, _ThresholdDetector],
+                 reformer: Reformer | None, device=None) -> None:
         if not detectors and reformer is None:
             raise ValueError("MagNet needs at least one detector or a reformer")
+        if not isinstance(detectors, dict):
+            detectors = {f"{i}_{det.label}": det for i, det in enumerate(detectors)}
+        for name, det in detectors.items():
+            if not isinstance(det, _ThresholdDetector):
+                raise TypeError(f"detector {name!r} must be a MagNet or MID detector, got {type(det).__name__}")
+        if reformer is not None and not isinstance(reformer, Reformer):
+            raise TypeError(f"reformer must be a Reformer or None, got {type(reformer).__name__}")
         self.classifier = classifier.eval()
-        self.detectors = list(detectors)
+        self.named_detectors = dict(detectors)
         self.reformer = reformer
         self.device = torch.device(device) if device is not None else torch.device("cpu")
+
+    @property
+    def detectors(self) -> list[_ThresholdDetector]:
+        return list(self.named_detectors.values())
+
+    def to(self, device) -> "MagNet":
+        self.device = torch.device(device)
+        for det in self.detectors:
+            det.device = self.device
+        return self
 
     def fit(self, x_val, batch_size: int = 256) -> "MagNet":
         """Set every detector's threshold on clean validation inputs."""
@@ -201,19 +301,47 @@ class MagNet:
             det.fit(x_val, batch_size=batch_size)
         return self
 
+    def run(self, x, batch_size: int = 256) -> MagNetOutputs:
+        """Score, flag and classify ``x`` in one sweep with shared forward passes."""
+        x = _as_tensor(x)
+        for name, det in self.named_detectors.items():
+            if det.threshold is None:
+                raise ValueError(f"detector {name!r} is not fitted: call MagNet.fit(x_clean_validation) first")
+        modules = [self.classifier] + [m for det in self.detectors for m in det._modules()]
+        if self.reformer is not None:
+            modules.append(self.reformer.ae)
+        for module in modules:
+            module.to(self.device)
+
+        def one_batch(passes: ForwardPasses):
+            scores = {name: det.score_batch(passes).cpu() for name, det in self.named_detectors.items()}
+            raw = passes.logits(self.classifier).argmax(1).cpu()
+            reformed = (passes.reformed_logits(self.classifier, self.reformer).argmax(1).cpu()
+                        if self.reformer is not None else raw)
+            return scores, raw, reformed
+
+        batches = _over_batches(one_batch, x, batch_size, self.device)
+        scores = {name: torch.cat([b[0][name] for b in batches]).numpy() for name in self.named_detectors}
+        flags = {name: scores[name] >= det.threshold for name, det in self.named_detectors.items()}
+        rejected = np.zeros(len(x), dtype=bool)
+        for flagged in flags.values():
+            rejected |= flagged
+        return MagNetOutputs(scores, flags, rejected, torch.cat([b[1] for b in batches]).numpy(),
+                             torch.cat([b[2] for b in batches]).numpy())
+
     def detect(self, x, batch_size: int = 256) -> np.ndarray:
         """True where any detector rejects the input."""
-        flags = np.zeros(len(_as_tensor(x)), dtype=bool)
-        for det in self.detectors:
-            flags |= det.detect(x, batch_size)[1]
-        return flags
+        return self.run(x, batch_size).rejected
 
     def predict(self, x, batch_size: int = 256) -> np.ndarray:
         """Class predictions after reforming (what MagNet outputs for inputs that pass)."""
         x = _as_tensor(x)
         self.classifier.to(self.device)
-        reform = (lambda b: self.reformer.forward(b)[0]) if self.reformer is not None else (lambda b: b)
-        return _batched(lambda b: self.classifier(reform(b)), x, batch_size, self.device).argmax(1).numpy()
+        if self.reformer is None:
+            return _batched(self.classifier, x, batch_size, self.device).argmax(1).numpy()
+        self.reformer.ae.to(self.device)
+        return torch.cat(_over_batches(lambda p: p.reformed_logits(self.classifier, self.reformer).argmax(1).cpu(),
+                                       x, batch_size, self.device)).numpy()
 
     def evaluate(self, x, y, batch_size: int = 256) -> MagNetEvaluation:
         """MagNet's metric on ``(x, y)``: an input is handled when rejected or classified correctly after reforming."""
@@ -221,14 +349,7 @@ class MagNet:
         y = np.asarray(y)
         if y.shape != (len(x),):
             raise ValueError(f"y must have shape ({len(x)},), got {y.shape}")
-        rejected = self.detect(x, batch_size) if self.detectors else np.zeros(len(x), dtype=bool)
-        self.classifier.to(self.device)
-        raw_ok = _batched(self.classifier, x, batch_size, self.device).argmax(1).numpy() == y
-        reformed_ok = self.predict(x, batch_size) == y
-        return MagNetEvaluation(with_defense=float((rejected | reformed_ok).mean()),
-                                detector_only=float((rejected | raw_ok).mean()),
-                                reformer_only=float(reformed_ok.mean()), no_defense=float(raw_ok.mean()),
-                                detection_rate=float(rejected.mean()))
+        return self.run(x, batch_size).evaluate(y)
 
 
 def graybox_random_row(matrix: np.ndarray) -> np.ndarray:
@@ -262,6 +383,9 @@ class RandomizedMagNet:
         for system in self.systems:
             system.fit(x_val, batch_size)
         return self
+
+    def run(self, x, batch_size: int = 256) -> MagNetOutputs:
+        return self._draw().run(x, batch_size)
 
     def detect(self, x, batch_size: int = 256) -> np.ndarray:
         return self._draw().detect(x, batch_size)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .magnet import _as_tensor, _batched, _ThresholdDetector, threshold_for
+from .magnet import ForwardPasses, _as_tensor, _over_batches, _ThresholdDetector, threshold_for
 
 ESTIMATORS = ("population_pmi", "coord_hist", "max_coupling")
 SMOOTHING = 1e-6
@@ -123,17 +123,23 @@ class MutualInformationDetector(_ThresholdDetector):
         if not isinstance(self.temperature, (int, float)) or self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
 
+    @property
+    def label(self) -> str:
+        return f"mid_{self.estimator}"
+
+    def _probabilities_batch(self, passes: ForwardPasses) -> tuple[torch.Tensor, torch.Tensor]:
+        t = float(self.temperature)
+        return (torch.softmax(passes.logits(self.classifier) / t, 1),
+                torch.softmax(passes.logits_of_recon(self.classifier, self.ae) / t, 1))
+
     def probabilities(self, x, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
         """``(P, Q)``: softmax_T of the classifier on x and on ae(x)."""
         x = _as_tensor(x)
-        self.classifier.to(self.device)
-        self.ae.to(self.device)
-        t = float(self.temperature)
-        both = _batched(lambda b: torch.cat([torch.softmax(self.classifier(b) / t, 1),
-                                             torch.softmax(self.classifier(self.ae(b)) / t, 1)], 1),
-                        x, batch_size, self.device).double().numpy()
-        k = both.shape[1] // 2
-        return both[:, :k], both[:, k:]
+        for module in self._modules():
+            module.to(self.device)
+        batches = _over_batches(self._probabilities_batch, x, batch_size, self.device)
+        return (torch.cat([b[0].cpu() for b in batches]).double().numpy(),
+                torch.cat([b[1].cpu() for b in batches]).double().numpy())
 
     def fit(self, x, y=None, batch_size: int = 256, nb_epochs: int = 0, **kwargs) -> None:
         """Build the clean population joint (for ``population_pmi``) and set the threshold on clean ``x``."""
@@ -156,5 +162,6 @@ class MutualInformationDetector(_ThresholdDetector):
             raise ValueError("MutualInformationDetector with population_pmi is not fitted: call fit(x_clean) first")
         return np.einsum("nk,kl,nl->n", p, self.pmi, q)
 
-    def score(self, x, batch_size: int = 256) -> np.ndarray:
-        return -self.similarity(x, batch_size)
+    def score_batch(self, passes: ForwardPasses) -> torch.Tensor:
+        p, q = self._probabilities_batch(passes)
+        return torch.from_numpy(-self._similarity_from(p.cpu().double().numpy(), q.cpu().double().numpy()))

@@ -1,0 +1,49 @@
+"""Put MagNet/MID detectors inside ART's ``DetectorClassifier``.
+
+ART's ``DetectorClassifier(classifier, detector)`` wants the detector as a *classifier* with one output ``d``
+per input, and appends the column ``(d + 1) · max(classifier output)``: the input is reported as the extra
+"adversarial" class exactly when ``d > 0`` (with probabilities as the classifier's outputs). ``DetectorMargin``
+is that output for one of our fitted detectors: ``score(x) − threshold``, nudged above zero where the score
+equals the threshold, so that ART rejects exactly the inputs that ``detector.detect`` flags.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .magnet import ForwardPasses, _ThresholdDetector
+
+
+class DetectorMargin(nn.Module):
+    """``score(x) − threshold`` of a fitted detector, shape ``(N, 1)``; positive iff the detector flags x.
+
+    Differentiable for the reconstruction-error and divergence detectors; MID's estimators are computed in
+    numpy, so its margin carries no gradient.
+    """
+
+    def __init__(self, detector: _ThresholdDetector) -> None:
+        super().__init__()
+        if not isinstance(detector, _ThresholdDetector):
+            raise TypeError(f"detector must be a MagNet or MID detector, got {type(detector).__name__}")
+        if detector.threshold is None:
+            raise ValueError(f"{type(detector).__name__} is not fitted: call fit(x_clean_validation) first")
+        self.detector = detector
+        for module in detector._modules():  # registered, so that .to(device) moves them
+            self.add_module(f"wrapped_{len(list(self.children()))}", module)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        score = self.detector.score_batch(ForwardPasses(x.float())).to(x.device)
+        margin = score - self.detector.threshold
+        tiny = torch.finfo(margin.dtype).tiny
+        return torch.where(score >= self.detector.threshold, margin.clamp_min(tiny), margin).unsqueeze(1)
+
+
+def art_detector(detector: _ThresholdDetector, input_shape: tuple[int, ...],
+                 clip_values: tuple[float, float] = (0.0, 1.0), device_type: str = "cpu"):
+    """The fitted ``detector`` as the ART classifier that ``DetectorClassifier`` expects as its detector."""
+    from art.estimators.classification import PyTorchClassifier
+
+    return PyTorchClassifier(model=DetectorMargin(detector), loss=nn.BCEWithLogitsLoss(), input_shape=input_shape,
+                             nb_classes=2, clip_values=np.asarray(clip_values, np.float32), device_type=device_type)
