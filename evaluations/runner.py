@@ -21,6 +21,7 @@ from advbridge.bridge import Model, run_attack
 from advbridge.bridge.result import library_versions
 
 from .data import Dataset, load_dataset
+from .defended import DefenseBuilder, defense_metrics
 from .store import ResultStore
 from .suite import Cell, Suite, config_key
 from .zoo import resolve_model
@@ -44,6 +45,10 @@ class Resources:
     _model_info: dict[str, dict[str, Any]] = field(default_factory=dict)
     _slices: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor, np.ndarray]] = field(default_factory=dict)
     _sanity: dict[tuple[str, int], list[str]] = field(default_factory=dict)
+    _defense: DefenseBuilder | None = None
+    _systems: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _threat_models: dict[tuple[str, str], Model] = field(default_factory=dict)
+    _clean_outputs: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
 
     @property
     def data(self) -> Dataset:
@@ -75,6 +80,35 @@ class Resources:
             self._slices[key] = (x[idx], y[idx], idx.numpy())
         return self._slices[key]
 
+    @property
+    def defense(self) -> DefenseBuilder:
+        if self._defense is None:
+            self._defense = DefenseBuilder(self.suite.defense, self.suite.defenses, self.data,
+                                           self.suite.data["dataset"], self.suite.seed, self.device)
+        return self._defense
+
+    def systems(self, model_name: str) -> dict[str, Any]:
+        """The suite's defended systems around ``model_name`` (thresholds fitted on the validation split)."""
+        if not self.suite.defenses:
+            return {}
+        if model_name not in self._systems:
+            self._systems[model_name] = self.defense.systems(self.model(model_name))
+        return self._systems[model_name]
+
+    def attack_model(self, model_name: str, threat: str) -> Model:
+        key = (model_name, threat)
+        if key not in self._threat_models:
+            self._threat_models[key] = self.defense.attack_model(self.model(model_name), threat)
+        return self._threat_models[key]
+
+    def clean_outputs(self, model_name: str, n: int) -> dict[str, Any]:
+        """Each system's outputs on the cell's clean inputs (for false positives and clean accuracy)."""
+        key = (model_name, n)
+        if key not in self._clean_outputs:
+            x, _, _ = self.slice(model_name, n)
+            self._clean_outputs[key] = {name: system.run(x) for name, system in self.systems(model_name).items()}
+        return self._clean_outputs[key]
+
     def sanity_flags(self, model_name: str, n: int) -> list[str]:
         """AutoAttack-style checks on the model itself: zero input gradients, randomised predictions."""
         key = (model_name, n)
@@ -105,20 +139,28 @@ class CellInputs:
     index: np.ndarray
     sanity_flags: tuple[str, ...]
     model_info: dict[str, Any]
+    attack_model: Model | None = None   # what the attack runs on (the model itself unless a threat says otherwise)
+    systems: dict[str, Any] = field(default_factory=dict)          # defended systems to evaluate x_adv on
+    clean_outputs: dict[str, Any] = field(default_factory=dict)    # their outputs on the clean inputs
 
 
 def cell_inputs(cell: Cell, resources: Resources) -> CellInputs:
     """Resolve a cell's model, data slice and model-level sanity flags."""
     x, y, idx = resources.slice(cell.model, cell.n)
+    defended = cell.threat != "none"
     return CellInputs(resources.model(cell.model), x, y, idx, tuple(resources.sanity_flags(cell.model, cell.n)),
-                      resources.model_info(cell.model))
+                      resources.model_info(cell.model),
+                      resources.attack_model(cell.model, cell.threat) if defended else None,
+                      resources.systems(cell.model) if defended else {},
+                      resources.clean_outputs(cell.model, cell.n) if defended else {})
 
 
 def compute_cell(cell: Cell, inputs: CellInputs, key: str, seed: int, metric_names: tuple[str, ...],
                  batch_size: int = 128, progress: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run one cell; return its record (metrics, flags) and its per-sample arrays. Pure: no store, no files."""
     model, x, y = inputs.model, inputs.x, inputs.y
-    result = run_attack(model, x, y, cell.spec, cell.backend, seed=seed, batch_size=batch_size, progress=progress)
+    attacked = inputs.attack_model if inputs.attack_model is not None else model
+    result = run_attack(attacked, x, y, cell.spec, cell.backend, seed=seed, batch_size=batch_size, progress=progress)
     clean_pred = model.predict(x, batch_size).numpy()
     adv_probs = torch.softmax(model.logits(result.x_adv, batch_size), 1).cpu()
     adv_pred = adv_probs.argmax(1).numpy()
@@ -139,6 +181,15 @@ def compute_cell(cell: Cell, inputs: CellInputs, key: str, seed: int, metric_nam
     }
     metrics = {k: v for k, v in metrics.items()
                if k in metric_names or k in ("clean_accuracy", "adversarial_accuracy")}
+    samples_extra: dict[str, list] = {}
+    for name, system in inputs.systems.items():
+        outputs = system.run(result.x_adv, batch_size)
+        metrics.update(defense_metrics(name, outputs, inputs.clean_outputs[name], y_np))
+        for det, scores in outputs.scores.items():  # for ROC curves: adversarial vs clean scores per detector
+            samples_extra[f"scores[{name}/{det}]"] = scores.tolist()
+            samples_extra[f"clean_scores[{name}/{det}]"] = inputs.clean_outputs[name].scores[det].tolist()
+            samples_extra[f"threshold[{name}/{det}]"] = float(system.named_detectors[det].threshold)
+        samples_extra[f"rejected[{name}]"] = outputs.rejected.tolist()
     flags = list(inputs.sanity_flags)
     if result.nonfinite.any():
         flags.append(f"nonfinite: {int(result.nonfinite.sum())} outputs held NaN/inf (counted as failed)")
@@ -146,10 +197,11 @@ def compute_cell(cell: Cell, inputs: CellInputs, key: str, seed: int, metric_nam
         "suite": cell.suite, "cell": key, "model": cell.model, "attack": cell.spec.name, "norm": cell.spec.norm,
         "backend": cell.backend, "label": cell.label, "defaults": cell.defaults, "setting": cell.setting,
         "params": _plain(result.params), "targeted": cell.spec.to_dict()["targeted"], "n": len(x),
+        "threat": cell.threat,
         "metrics": metrics, "flags": flags, "time_s": result.time_s, "model_info": inputs.model_info,
     }
     samples = {"index": inputs.index.tolist(), "success": result.success.tolist(),
-               "nonfinite": result.nonfinite.tolist(), **{k: v.tolist() for k, v in norms.items()}}
+               "nonfinite": result.nonfinite.tolist(), **{k: v.tolist() for k, v in norms.items()}, **samples_extra}
     return record, samples
 
 

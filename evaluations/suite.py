@@ -27,15 +27,22 @@ else:  # pragma: no cover
 
 METRICS = ("clean_accuracy", "adversarial_accuracy", "error_rate", "success_rate", "mean_confidence_on_errors",
            "median_l0", "median_l1", "median_l2", "median_linf", "mean_l2")
-TOP_KEYS = {"suite", "data", "quick", "attacks", "paper"}
+TOP_KEYS = {"suite", "data", "quick", "attacks", "paper", "defense", "defenses"}
 SUITE_KEYS = {"name": str, "description": str, "seed": int, "models": list, "backends": list, "metrics": list,
               "data_note": str, "num_cpus": float, "num_gpus": float}
 DATA_KEYS = {"dataset": str, "split": str, "n": int, "seed": int, "correct_only": bool}
 QUICK_KEYS = {"n": int, "models": list, "params": dict, "attack_n": int}
 ATTACK_KEYS = {"name": str, "norm": str, "targeted": str, "params": dict, "backends": list, "n": int,
-               "defaults": str, "label": str, "num_cpus": float, "num_gpus": float}
+               "defaults": str, "label": str, "num_cpus": float, "num_gpus": float, "threats": list}
 PAPER_KEYS = {"model": str, "attack": str, "norm": str, "params": dict, "metric": str, "value": float,
-              "source": str, "note": str}
+              "source": str, "note": str, "threat": str, "label": str}
+DEFENSE_KEYS = {"threats": list, "reformer": str, "fit_n": int, "autoencoder": dict, "diverse": dict}
+SYSTEM_KEYS = {"name": str, "reformer": str, "detectors": list, "randomize": list, "query_size": int,
+               "description": str}
+#: Per-system metrics recorded for every cell of a suite with [[defenses]] (``name[system]`` in the records).
+DEFENSE_METRICS = ("accuracy_with_defense", "accuracy_detector_only", "accuracy_reformer_only", "detection_rate",
+                   "clean_accuracy_with_defense", "false_positive_rate")
+AUTOENCODER_NAME = re.compile(r"^(I|II|cifar|D\d+)$")
 
 
 class SuiteError(ValueError):
@@ -56,6 +63,7 @@ class AttackEntry:
     label: str
     num_cpus: float | None = None
     num_gpus: float | None = None
+    threats: tuple[str, ...] | None = None  # overrides [defense].threats for this attack
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,7 @@ class Cell:
     n: int
     defaults: str
     point: tuple[tuple[str, Any], ...] = ()
+    threat: str = "none"  # "none" (no defense), "oblivious", "adaptive" or "adaptive:<ae>"
     num_cpus: float = 1.0  # executor resources: they never change a cell's numbers, so not in its key
     num_gpus: float = 0.0
 
@@ -80,9 +89,12 @@ class Cell:
 
     def config(self, suite: "Suite", versions: dict[str, str]) -> dict[str, Any]:
         """Everything that decides this cell's numbers, which is what its key hashes."""
-        return {"model": self.model, "spec": self.spec.to_dict(), "resolved": _jsonable(self.spec.resolved_params()),
-                "backend": self.backend, "seed": suite.seed, "data": {**suite.data, "n": self.n},
-                "defaults": self.defaults, "versions": versions}
+        config = {"model": self.model, "spec": self.spec.to_dict(),
+                  "resolved": _jsonable(self.spec.resolved_params()), "backend": self.backend, "seed": suite.seed,
+                  "data": {**suite.data, "n": self.n}, "defaults": self.defaults, "versions": versions}
+        if self.threat != "none":  # keeps the keys of suites without defenses unchanged
+            config.update(threat=self.threat, defense=suite.defense, defenses=suite.defenses)
+        return config
 
 
 @dataclass
@@ -105,6 +117,14 @@ class Suite:
     caps: dict[str, float] = field(default_factory=dict)  # --quick caps on numeric parameters (e.g. steps)
     num_cpus: float = 1.0
     num_gpus: float = 0.0
+    defense: dict[str, Any] = field(default_factory=dict)       # the [defense] table
+    defenses: list[dict[str, Any]] = field(default_factory=list)  # the [[defenses]] systems
+
+    @property
+    def threats(self) -> tuple[str, ...]:
+        if not self.defenses:
+            return ("none",)
+        return tuple(self.defense.get("threats", ["oblivious", "adaptive"]))
 
     def cells(self) -> list[Cell]:
         """Expand models × attack grids × backends into cells (backends lacking an attack are skipped)."""
@@ -122,10 +142,11 @@ class Suite:
                         params = _apply_caps(attack, norm, params, self.caps)
                         spec = AttackSpec(entry.name, norm, entry.targeted, params)
                         n = entry.n if entry.n is not None else self.data["n"]
-                        out.append(Cell(self.name, model, spec, backend, entry.label, n, entry.defaults,
-                                        tuple(sorted(point.items())),
-                                        entry.num_cpus if entry.num_cpus is not None else self.num_cpus,
-                                        entry.num_gpus if entry.num_gpus is not None else self.num_gpus))
+                        for threat in (entry.threats if entry.threats and self.defenses else self.threats):
+                            out.append(Cell(self.name, model, spec, backend, entry.label, n, entry.defaults,
+                                            tuple(sorted(point.items())), threat,
+                                            entry.num_cpus if entry.num_cpus is not None else self.num_cpus,
+                                            entry.num_gpus if entry.num_gpus is not None else self.num_gpus))
         return out
 
 
@@ -236,11 +257,14 @@ def load_suite(source: str | Path, *, quick: bool = False, text: str | None = No
             raise SuiteError(f"{loc.at('quick', key)}: quick cap '{key}' must be a number, got {value!r}")
     if quick and "n" in quick_t:
         data["n"] = min(data["n"], quick_t["n"])
-    paper = [_paper_entry(i, p, loc) for i, p in enumerate(doc.get("paper", []))]
+    defense = _table(doc, "defense", DEFENSE_KEYS, loc) if "defense" in doc else {}
+    defenses = _defense_systems(doc, defense, loc)
+    paper = [_paper_entry(i, p, loc, [d["name"] for d in defenses]) for i, p in enumerate(doc.get("paper", []))]
     suite = Suite(name=suite_t["name"], path=path, text=text, description=suite_t.get("description", ""),
                   seed=suite_t.get("seed", 0), models=list(models), backends=backends, metrics=metrics, data=data,
                   attacks=attacks, paper=paper, data_note=suite_t.get("data_note", ""), quick=quick, caps=caps,
-                  num_cpus=float(suite_t.get("num_cpus", 1.0)), num_gpus=float(suite_t.get("num_gpus", 0.0)))
+                  num_cpus=float(suite_t.get("num_cpus", 1.0)), num_gpus=float(suite_t.get("num_gpus", 0.0)),
+                  defense=defense, defenses=defenses)
     for where_, value in (("num_cpus", suite.num_cpus), ("num_gpus", suite.num_gpus)):
         if value < 0 or (where_ == "num_cpus" and value == 0):
             raise SuiteError(f"{loc.at('suite', where_)}: {where_} must be {'> 0' if where_ == 'num_cpus' else '>= 0'}")
@@ -287,12 +311,79 @@ def _attack_entry(i: int, raw: Any, loc: "_Locator", quick: dict[str, Any]) -> A
     for key in ("num_cpus", "num_gpus"):
         if key in raw and (raw[key] < 0 or (key == "num_cpus" and raw[key] == 0)):
             raise SuiteError(f"{loc.at(table, key)}: {key} must be {'> 0' if key == 'num_cpus' else '>= 0'}")
+    threats = raw.get("threats")
+    if threats is not None:
+        _check_threats(threats, loc, table)
     return AttackEntry(name, norm, raw.get("targeted", "none"), params, backends, n, defaults, label,
                        float(raw["num_cpus"]) if "num_cpus" in raw else None,
-                       float(raw["num_gpus"]) if "num_gpus" in raw else None)
+                       float(raw["num_gpus"]) if "num_gpus" in raw else None,
+                       tuple(threats) if threats is not None else None)
 
 
-def _paper_entry(i: int, raw: Any, loc: "_Locator") -> dict[str, Any]:
+def _check_threats(threats: list, loc: "_Locator", table: str) -> None:
+    if not threats:
+        raise SuiteError(f"{loc.at(table, 'threats')}: empty grid: 'threats' lists no threat")
+    for threat in threats:
+        kind, _, ae = str(threat).partition(":")
+        if kind not in ("oblivious", "adaptive") or (ae and not AUTOENCODER_NAME.match(ae)) or \
+                (kind == "oblivious" and ae):
+            raise SuiteError(f"{loc.at(table, 'threats')}: unknown threat {threat!r}; expected 'oblivious', "
+                             "'adaptive' or 'adaptive:<autoencoder>' (I, II, cifar, D0, D1, ...)")
+
+
+def _defense_systems(doc: dict[str, Any], defense: dict[str, Any], loc: "_Locator") -> list[dict[str, Any]]:
+    """Validate ``[defense]`` and the ``[[defenses]]`` systems (names, detectors, autoencoders, threats)."""
+    from .defended import AutoencoderRecipe, DiverseRecipe, validate_detector
+
+    raw = doc.get("defenses", [])
+    if defense and not raw:
+        raise SuiteError(f"{loc.at('defense', None)}: [defense] needs at least one [[defenses]] system")
+    for key, recipe in (("autoencoder", AutoencoderRecipe), ("diverse", DiverseRecipe)):
+        unknown = set(defense.get(key, {})) - set(recipe.__dataclass_fields__)
+        if unknown:
+            raise SuiteError(f"{loc.at('defense', key)}: unknown {key} field(s) {sorted(unknown)}; expected some of "
+                             f"{sorted(recipe.__dataclass_fields__)}")
+    if "threats" in defense:
+        _check_threats(defense["threats"], loc, "defense")
+    systems: list[dict[str, Any]] = []
+    for i, cfg in enumerate(raw if isinstance(raw, list) else [raw]):
+        table = f"defenses[{i}]"
+        if not isinstance(cfg, dict):
+            raise SuiteError(f"{loc.where}: [[defenses]] #{i + 1} must be a table")
+        _check_table(cfg, SYSTEM_KEYS, loc, table)
+        name = cfg.get("name")
+        if not name or not re.match(r"^[\w.-]+$", name):
+            raise SuiteError(f"{loc.at(table, 'name')}: [[defenses]] #{i + 1} needs a name of letters, digits, _.-")
+        if name in {s["name"] for s in systems}:
+            raise SuiteError(f"{loc.at(table, 'name')}: duplicate defense name {name!r}")
+        if "randomize" in cfg:
+            if "detectors" in cfg or "reformer" in cfg:
+                raise SuiteError(f"{loc.at(table, 'randomize')}: a randomized system lists only its members")
+            known = [s["name"] for s in systems]
+            missing = [m for m in cfg["randomize"] if m not in known]
+            if len(cfg["randomize"]) < 2 or missing:
+                raise SuiteError(f"{loc.at(table, 'randomize')}: randomize must list at least 2 systems defined above"
+                                 f" it; unknown: {missing}" if missing else
+                                 f"{loc.at(table, 'randomize')}: randomize must list at least 2 systems")
+        else:
+            reformer = cfg.get("reformer", "none")
+            if reformer != "none" and not AUTOENCODER_NAME.match(reformer):
+                raise SuiteError(f"{loc.at(table, 'reformer')}: reformer must be 'none' or an autoencoder name "
+                                 f"(I, II, cifar, D0, ...), got {reformer!r}")
+            detectors = cfg.get("detectors", [])
+            if not detectors and reformer == "none":
+                raise SuiteError(f"{loc.at(table, None)}: defense {name!r} needs detectors or a reformer")
+            for detector in detectors:
+                error = validate_detector(detector, loc.at(table, "detectors"))
+                if error is None and not AUTOENCODER_NAME.match(detector["ae"]):
+                    error = f"{loc.at(table, 'detectors')}: unknown autoencoder {detector['ae']!r}"
+                if error:
+                    raise SuiteError(error)
+        systems.append(copy.deepcopy(cfg))
+    return systems
+
+
+def _paper_entry(i: int, raw: Any, loc: "_Locator", systems: list[str] = ()) -> dict[str, Any]:
     table = f"paper[{i}]"
     if not isinstance(raw, dict):
         raise SuiteError(f"{loc.where}: [[paper]] #{i + 1} must be a table")
@@ -300,8 +391,12 @@ def _paper_entry(i: int, raw: Any, loc: "_Locator") -> dict[str, Any]:
     for key in ("attack", "metric", "value", "source"):
         if key not in raw:
             raise SuiteError(f"{loc.at(table, None)}: [[paper]] #{i + 1} needs '{key}'")
-    if raw["metric"] not in METRICS:
-        raise SuiteError(f"{loc.at(table, 'metric')}: unknown metric {raw['metric']!r}")
+    metric, _, system = raw["metric"].partition("[")
+    if metric not in METRICS + DEFENSE_METRICS or (system and system.rstrip("]") not in systems) or \
+            (metric in DEFENSE_METRICS and not system):
+        raise SuiteError(f"{loc.at(table, 'metric')}: unknown metric {raw['metric']!r}; expected one of "
+                         f"{list(METRICS)} or <defense metric>[<system>] with a metric of {list(DEFENSE_METRICS)} "
+                         f"and a system of {list(systems)}")
     return dict(raw)
 
 
