@@ -122,7 +122,8 @@ def _threat_table(done: list[dict[str, Any]], systems: list[str], threats: list[
 
 def _graybox_tables(suite, done: list[dict[str, Any]], threats: list[str]) -> list[str]:
     """Defend × attack matrix of accuracy with defense, the Random row as column means, and measured rows."""
-    fixed = [d["name"] for d in suite.defenses if "randomize" not in d]
+    fixed = [d["name"] for d in suite.defenses
+             if "randomize" not in d and str(d.get("reformer", "none")).startswith("D")]
     randomized = [d["name"] for d in suite.defenses if "randomize" in d]
     lines = []
     groups: dict[tuple, dict[str, dict]] = defaultdict(dict)
@@ -135,8 +136,9 @@ def _graybox_tables(suite, done: list[dict[str, Any]], threats: list[str]) -> li
         matrix = np.array([[by_threat[t]["metrics"].get(f"accuracy_with_defense[{name}]", np.nan) for t in cols]
                            for name in fixed], dtype=float)
         lines += [f"### Graybox: {model}, {label} ({norm}) {setting}, {backend}", "",
-                  "Rows: the system that defends; columns: the autoencoder the attack was computed through "
-                  "(white-box C&W against classifier ∘ reformer). Values: accuracy with defense.", "",
+                  "Rows: the system that defends (the one built on a diverse autoencoder); columns: the autoencoder "
+                  f"the attack was computed through (white-box {label} against classifier ∘ reformer). Values: "
+                  "accuracy with defense.", "",
                   "| defend \\ attack | " + " | ".join(t.partition(":")[2] for t in cols) + " |",
                   "|---|" + "---|" * len(cols)]
         for name, row in zip(fixed, matrix, strict=True):

@@ -1,0 +1,183 @@
+"""Suites with defenses: schema errors, threats, the MagNet metric per system against the library, defend CLI."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from advbridge.bridge import AttackSpec, run_attack
+from advbridge.defenses.magnet import MagNet, RandomizedMagNet, graybox_random_row
+from advbridge.evaluations.cli import main
+from advbridge.evaluations.defended import DefenseBuilder
+from advbridge.evaluations.runner import Resources, run_suite
+from advbridge.evaluations.store import ResultStore
+from advbridge.evaluations.suite import SuiteError, load_suite
+
+DEFENDED = """\
+[suite]
+name = "defended"
+models = ["mnist_tiny_cnn"]
+backends = ["art"]
+
+[data]
+n = 30
+correct_only = true
+
+[defense]
+threats = ["oblivious", "adaptive", "adaptive:D0", "adaptive:D1"]
+fit_n = 300
+autoencoder = { epochs = 2 }
+diverse = { n = 2, structure = "II", pre_epochs = 1, epochs = 1, alpha = 0.2 }
+
+[[defenses]]
+name = "magnet"
+reformer = "I"
+detectors = [{ kind = "reconstruction", ae = "I", p = 2, drop_rate = 0.01 },
+             { kind = "reconstruction", ae = "II", p = 1, drop_rate = 0.01 }]
+
+[[defenses]]
+name = "mid"
+reformer = "I"
+detectors = [{ kind = "reconstruction", ae = "I", p = 2, drop_rate = 0.01 },
+             { kind = "mid", ae = "I", drop_rate = 0.01 }]
+
+[[defenses]]
+name = "A"
+reformer = "D0"
+detectors = [{ kind = "reconstruction", ae = "D0", p = 2, drop_rate = 0.01 }]
+
+[[defenses]]
+name = "B"
+reformer = "D1"
+detectors = [{ kind = "reconstruction", ae = "D1", p = 2, drop_rate = 0.01 }]
+
+[[defenses]]
+name = "random"
+randomize = ["A", "B"]
+query_size = 1
+
+[[attacks]]
+name = "fgsm"
+norm = "linf"
+params = { eps = 0.15 }
+
+[[paper]]
+attack = "fgsm"
+threat = "oblivious"
+metric = "accuracy_with_defense[magnet]"
+value = 0.5
+source = "made up for the test"
+"""
+
+
+@pytest.fixture(scope="module")
+def defended_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("defended")
+    suite = load_suite("defended", text=DEFENDED)
+    summary = run_suite(suite, out, progress=False)
+    assert summary.failed == 0 and summary.computed == 4
+    return suite, out
+
+
+def _records(out):
+    return {r["threat"]: r for r in json.loads((out / "results.json").read_text())}
+
+
+def test_cells_follow_the_threats(defended_run):
+    suite, out = defended_run
+    records = _records(out)
+    assert set(records) == {"oblivious", "adaptive", "adaptive:D0", "adaptive:D1"}
+    systems = {"magnet", "mid", "A", "B", "random"}
+    for r in records.values():
+        for name in systems:
+            for metric in ("accuracy_with_defense", "detection_rate", "false_positive_rate",
+                           "clean_accuracy_with_defense", "accuracy_reformer_only", "accuracy_detector_only"):
+                assert 0.0 <= r["metrics"][f"{metric}[{name}]"] <= 1.0
+            # MagNet's metric dominates both ablations (rejected OR correct after reforming)
+            assert r["metrics"][f"accuracy_with_defense[{name}]"] >= r["metrics"][f"accuracy_reformer_only[{name}]"]
+    # the oblivious attack targets the bare classifier, the adaptive one the classifier behind reformer I: the
+    # bare classifier fails on more of the oblivious examples
+    assert records["oblivious"]["metrics"]["adversarial_accuracy"] < records["adaptive"]["metrics"]["adversarial_accuracy"]
+
+
+def test_runner_metrics_match_the_library(defended_run, tiny, mnist5k):
+    """Recompute the oblivious cell by hand: same AEs (cached), same thresholds, same attack, same metric."""
+    suite, out = defended_run
+    resources = Resources(suite, device="cpu")
+    x, y, _ = resources.slice("mnist_tiny_cnn", 30)
+    builder = DefenseBuilder(suite.defense, suite.defenses, mnist5k, "mnist5k", suite.seed, "cpu")
+    systems = builder.systems(resources.model("mnist_tiny_cnn"))
+    assert isinstance(systems["magnet"], MagNet) and isinstance(systems["random"], RandomizedMagNet)
+    for threat in ("oblivious", "adaptive"):
+        attacked = builder.attack_model(resources.model("mnist_tiny_cnn"), threat)
+        adv = run_attack(attacked, x, y, AttackSpec("fgsm", "linf", params={"eps": 0.15}), "art", seed=suite.seed)
+        record = _records(out)[threat]
+        assert record["metrics"]["success_rate"] == pytest.approx(adv.success_rate)
+        for name in ("magnet", "mid", "A", "B"):
+            ev = systems[name].evaluate(adv.x_adv, y.numpy())
+            assert record["metrics"][f"accuracy_with_defense[{name}]"] == pytest.approx(ev.with_defense)
+            assert record["metrics"][f"detection_rate[{name}]"] == pytest.approx(ev.detection_rate)
+            assert record["metrics"][f"false_positive_rate[{name}]"] == pytest.approx(
+                float(systems[name].detect(x).mean()))
+
+
+def test_report_shows_threats_side_by_side_and_the_graybox_matrix(defended_run):
+    suite, out = defended_run
+    report = (out / "report.md").read_text()
+    assert "magnet: with defense (oblivious) | magnet: with defense (adaptive)" in report
+    assert "### Detectors: TPR at the chosen FPR" in report and "| Random (column mean) |" in report
+    records = _records(out)
+    matrix = np.array([[records[t]["metrics"][f"accuracy_with_defense[{s}]"] for t in ("adaptive:D0", "adaptive:D1")]
+                       for s in ("A", "B")])
+    row = next(line for line in report.splitlines() if line.startswith("| Random (column mean) |"))
+    shown = [float(v.strip().rstrip("%")) / 100 for v in row.split("|")[2:-1]]
+    np.testing.assert_allclose(shown, graybox_random_row(matrix), atol=0.0006)
+    paper_row = next(line for line in report.splitlines() if "made up for the test" in line)
+    assert "| 50.0% |" in paper_row and "mnist_tiny_cnn/art" in paper_row
+    pngs = sorted(p.name for p in (out / "plots").glob("roc_*.png"))
+    assert pngs and all((out / "plots" / p).stat().st_size > 1000 for p in pngs)
+    with ResultStore(out / "results.db") as store:
+        samples = store.cells()[0]["samples"]
+    assert any(k.startswith("clean_scores[magnet/") for k in samples)
+
+
+@pytest.mark.parametrize("snippet, message", [
+    ('[[defenses]]\nname = "x"\ndetectors = [{ kind = "kde", ae = "I" }]\n', "detector kind must be one of"),
+    ('[[defenses]]\nname = "x"\ndetectors = [{ kind = "reconstruction", ae = "III" }]\n', "unknown autoencoder 'III'"),
+    ('[[defenses]]\nname = "x"\nreformer = "none"\n', "needs detectors or a reformer"),
+    ('[[defenses]]\nname = "x"\nrandomize = ["y", "z"]\n', "randomize must list at least 2 systems defined above"),
+    ('[defense]\nthreats = ["whitebox"]\n[[defenses]]\nname = "x"\nreformer = "I"\n', "unknown threat 'whitebox'"),
+    ('[defense]\nautoencoder = { epoch = 3 }\n[[defenses]]\nname = "x"\nreformer = "I"\n', "unknown autoencoder field"),
+    ('[[defenses]]\nname = "x"\nreformer = "I"\n[[paper]]\nattack = "fgsm"\nmetric = "detection_rate[y]"\n'
+     'value = 0.5\nsource = "s"\n', "unknown metric 'detection_rate[y]'"),
+])
+def test_bad_defense_tables_name_the_line(snippet, message):
+    text = ('[suite]\nname = "bad"\nmodels = ["mnist_tiny_cnn"]\n[data]\nn = 5\n'
+            '[[attacks]]\nname = "fgsm"\n' + snippet)
+    with pytest.raises(SuiteError, match=re.escape(message)) as err:
+        load_suite("bad.toml", text=text)
+    assert "bad.toml:" in str(err.value)
+
+
+def test_defend_cli_writes_defend_json(tmp_path, capsys):
+    out = tmp_path / "defend"
+    code = main(["defend", "--defense", "mid", "--model", "mnist_tiny_cnn", "--attack", "fgsm", "--norm", "linf",
+                 "--param", "eps=0.1,0.2", "--backend", "art", "--n", "20", "--autoencoder-epochs", "2",
+                 "--threads", "1", "--out", str(out)])
+    assert code == 0
+    doc = json.loads((out / "defend.json").read_text())
+    assert doc["defense"] == "mid" and len(doc["settings"]) == 4  # 2 eps x (oblivious, adaptive)
+    for row in doc["settings"]:
+        assert set(row) >= {"accuracy_no_defense", "accuracy_with_defense", "detection_rate", "false_positive_rate"}
+        assert row["accuracy_with_defense"] >= row["detection_rate"]  # rejected inputs count as handled
+    records = json.loads((out / "results.json").read_text())
+    for row in doc["settings"]:  # defend.json is the store's numbers, renamed
+        record = next(r for r in records if r["threat"] == row["threat"] and r["setting"] == row["setting"])
+        assert row["accuracy_with_defense"] == record["metrics"]["accuracy_with_defense[mid]"]
+        assert row["false_positive_rate"] == record["metrics"]["false_positive_rate[mid]"]
+        assert row["accuracy_no_defense"] == record["metrics"]["adversarial_accuracy"]
+    by = {(r["threat"], r["setting"]["eps"]): r for r in doc["settings"]}
+    assert by[("oblivious", 0.2)]["accuracy_no_defense"] <= by[("oblivious", 0.1)]["accuracy_no_defense"]
+    with pytest.raises(SystemExit):
+        main(["defend", "--defense", "feature_squeezing", "--attack", "fgsm", "--out", str(out)])
