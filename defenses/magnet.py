@@ -222,6 +222,9 @@ class Reformer(PreprocessorPyTorch):
         self.bounds = bounds
 
     def forward(self, x: torch.Tensor, y=None):
+        param = next(self.ae.parameters(), None)
+        if param is not None and param.device != x.device:  # ART and Foolbox move the classifier, not this AE
+            self.ae.to(x.device)
         return self.ae(x.float()).clamp(*self.bounds), y
 
 
@@ -378,14 +381,24 @@ class RandomizedMagNet:
             raise ValueError(f"query_size must be a positive int or None, got {query_size!r}")
         self.systems = list(systems)
         self.query_size = query_size
+        self.reseed(seed)
+
+    def reseed(self, seed: int) -> "RandomizedMagNet":
+        """Restart the draws from ``seed`` (an evaluation that reseeds is independent of earlier queries)."""
         self.rng = np.random.default_rng(seed)
         self.last_choice: int | None = None
         self.choices: list[int] = []
+        return self
 
     def _draw(self) -> MagNet:
         self.last_choice = int(self.rng.integers(len(self.systems)))
         self.choices.append(self.last_choice)
         return self.systems[self.last_choice]
+
+    def to(self, device) -> "RandomizedMagNet":
+        for system in self.systems:
+            system.to(device)
+        return self
 
     def _queries(self, x) -> list:
         x = _as_tensor(x)

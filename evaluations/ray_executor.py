@@ -9,6 +9,8 @@ imported unless ``--executor ray`` is asked for.
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import os
 import time
@@ -60,8 +62,10 @@ def _compute_remote(cell: Cell, inputs: CellInputs, key: str, seed: int, metric_
 
     torch.set_num_threads(max(1, int(cell.num_cpus)))
     device = default_device() if cell.num_gpus > 0 else torch.device("cpu")
-    inputs = CellInputs(inputs.model.with_device(device), inputs.x, inputs.y, inputs.index, inputs.sanity_flags,
-                        inputs.model_info)
+    inputs = dataclasses.replace(
+        inputs, model=inputs.model.with_device(device),
+        attack_model=inputs.attack_model.with_device(device) if inputs.attack_model is not None else None,
+        systems={name: system.to(device) for name, system in inputs.systems.items()})
     start = time.perf_counter()
     record, samples = compute_cell(cell, inputs, key, seed, metric_names, batch_size, progress=False)
     return record, samples, time.perf_counter() - start
@@ -77,8 +81,8 @@ def run_on_ray(todo: list[tuple[Cell, dict, str]], suite: Suite, resources: Reso
         shared: dict[tuple, Any] = {}
         pending: dict[Any, tuple[Cell, dict, str]] = {}
         for cell, config, key in todo:
-            slot = (cell.model, cell.n)
-            if slot not in shared:  # one object per model and data slice, shared by its cells
+            slot = (cell.model, cell.n, cell.threat)
+            if slot not in shared:  # one object per model, data slice and threat, shared by its cells
                 shared[slot] = ray.put(cell_inputs(cell, resources))
             store.mark_started(key)
             ref = remote.options(num_cpus=cell.num_cpus, num_gpus=cell.num_gpus, max_retries=max_retries,

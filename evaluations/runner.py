@@ -106,7 +106,8 @@ class Resources:
         key = (model_name, n)
         if key not in self._clean_outputs:
             x, _, _ = self.slice(model_name, n)
-            self._clean_outputs[key] = {name: system.run(x) for name, system in self.systems(model_name).items()}
+            self._clean_outputs[key] = {name: _reseeded(system, self.suite.seed).run(x)
+                                        for name, system in self.systems(model_name).items()}
         return self._clean_outputs[key]
 
     def sanity_flags(self, model_name: str, n: int) -> list[str]:
@@ -183,7 +184,7 @@ def compute_cell(cell: Cell, inputs: CellInputs, key: str, seed: int, metric_nam
                if k in metric_names or k in ("clean_accuracy", "adversarial_accuracy")}
     samples_extra: dict[str, list] = {}
     for name, system in inputs.systems.items():
-        outputs = system.run(result.x_adv, batch_size)
+        outputs = _reseeded(system, seed).run(result.x_adv, batch_size)
         metrics.update(defense_metrics(name, outputs, inputs.clean_outputs[name], y_np))
         for det, scores in outputs.scores.items():  # for ROC curves: adversarial vs clean scores per detector
             samples_extra[f"scores[{name}/{det}]"] = scores.tolist()
@@ -289,6 +290,11 @@ def _run_local(todo, suite: Suite, resources: Resources, store: ResultStore, for
         store.commit_cell(key, suite.name, config, record, samples, time.perf_counter() - t0)
         computed += 1
     return computed, failed
+
+
+def _reseeded(system, seed: int):
+    """Randomized systems restart their draws per evaluation, so a cell's numbers never depend on cell order."""
+    return system.reseed(seed) if hasattr(system, "reseed") else system
 
 
 def _nan_to_none(value: float) -> float | None:

@@ -64,6 +64,20 @@ def test_ray_gives_the_local_results(tmp_path, tiny, local_ray):
     assert again.computed == 0 and again.skipped == 8
 
 
+def test_defended_cells_on_ray_give_the_local_results(tmp_path, tiny, local_ray):
+    """Defended systems (detectors, reformer, a randomized system) travel to the workers intact."""
+    from test_defended_suites import DEFENDED
+
+    suite = load_suite("defended", text=DEFENDED)
+    local = run_suite(suite, tmp_path / "local", progress=False, write_report=False)
+    on_ray = run_suite(suite, tmp_path / "ray", executor="ray", progress=False, write_report=False)
+    assert local.computed == on_ray.computed == 4 and on_ray.failed == 0
+    with ResultStore(tmp_path / "local" / "results.db") as a, ResultStore(tmp_path / "ray" / "results.db") as b:
+        local_cells = {c["key"]: c["record"]["metrics"] for c in a.cells()}
+        ray_cells = {c["key"]: c["record"]["metrics"] for c in b.cells()}
+    assert ray_cells == local_cells and any("accuracy_with_defense[random]" in m for m in ray_cells.values())
+
+
 def test_worker_death_is_retried_and_nothing_is_lost_or_duplicated(tmp_path, monkeypatch, local_ray):
     marker = tmp_path / "crashed"
     monkeypatch.setenv("ADVBRIDGE_TEST_MARKER", str(marker))
