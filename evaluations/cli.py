@@ -330,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated: oblivious (attack the bare classifier), adaptive (through the reformer)")
     p.add_argument("--n", type=int, default=100, help="correctly classified test inputs (default 100)")
     p.add_argument("--autoencoder-epochs", type=int, default=None,
-                   help="training epochs of the defense autoencoders (default 30; trained once, then cached)")
+                   help="training epochs of the defense autoencoders (default 40; trained once, then cached)")
     p.add_argument("--dataset", default="mnist5k", choices=("mnist5k", "mnist"), help="data set (default mnist5k)")
     p.add_argument("--data-root", default=None, help="folder with MNIST files for --dataset mnist")
     p.add_argument("--out", required=True, help="output folder: defend.json, report.md and a resumable store")

@@ -93,7 +93,10 @@ class Cell:
                   "resolved": _jsonable(self.spec.resolved_params()), "backend": self.backend, "seed": suite.seed,
                   "data": {**suite.data, "n": self.n}, "defaults": self.defaults, "versions": versions}
         if self.threat != "none":  # keeps the keys of suites without defenses unchanged
-            config.update(threat=self.threat, defense=suite.defense, defenses=suite.defenses)
+            from .defended import resolved_defense_config
+
+            config.update(threat=self.threat, defense=suite.defense, defenses=suite.defenses,
+                          autoencoders=resolved_defense_config(suite.defense))
         return config
 
 
