@@ -43,13 +43,16 @@ def defense_markdown(suite, done: list[dict[str, Any]], plots: list[str]) -> lis
     systems = _systems(done)
     if not systems:
         return []
-    threats = [t for t in suite.threats if any(c["record"]["threat"] == t for c in done)]
+    ran = {c["record"]["threat"] for c in done}  # per-attack threat overrides included
+    threats = [t for t in suite.threats if t in ran] + sorted(ran - set(suite.threats) - {"none"})
     lines = ["## Defenses", "",
              "Accuracy with defense is MagNet's metric (§1.4): an adversarial input counts as handled when a detector "
              "rejects it or the classifier is right after reforming. *oblivious*: the attack was computed on the bare "
              "classifier (the papers' blackbox setting). *adaptive*: computed white-box through the reformer "
              "(the detectors are not in the attacker's loss, so this is a lower bound on what an adaptive attacker "
-             "achieves). No-defense accuracy is the bare classifier's on the same adversarial inputs.", ""]
+             "achieves). No-defense accuracy is the bare classifier's on the same adversarial inputs; attack success "
+             "is judged on the model the attack targeted. Where the attack rarely succeeds, a high accuracy with "
+             "defense says nothing about the defense.", ""]
     for cfg in suite.defenses:
         if cfg.get("description"):
             lines.append(f"- `{cfg['name']}`: {cfg['description']}")
@@ -101,7 +104,7 @@ def _threat_table(done: list[dict[str, Any]], systems: list[str], threats: list[
             rows[(r["model"], r["label"], r["norm"], _setting(r), r["backend"])][r["threat"]] = r
     head = ["model", "attack", "setting", "backend"]
     for t in threats:
-        head += [f"no defense ({t})"]
+        head += [f"attack success ({t})", f"no defense ({t})"]
     for name in systems:
         head += [f"{name}: with defense ({t})" for t in threats] + [f"{name}: detected ({t})" for t in threats]
     lines = ["### Attacks against the defended systems", "", "| " + " | ".join(head) + " |",
@@ -110,8 +113,10 @@ def _threat_table(done: list[dict[str, Any]], systems: list[str], threats: list[
                                                  _setting_sort(next(iter(kv[1].values()))), kv[0][4]))
     for (model, label, norm, setting, backend), by_threat in order:
         cells = [model, f"{label} ({norm})", setting, backend]
-        cells += [_pct(by_threat[t]["metrics"].get("adversarial_accuracy")) if t in by_threat else "not run"
-                  for t in threats]
+        for t in threats:  # an attack that fails leaves "with defense" at 100% without testing the defense
+            metrics = by_threat[t]["metrics"] if t in by_threat else None
+            cells += [_pct(metrics.get("success_rate")) if metrics else "not run",
+                      _pct(metrics.get("adversarial_accuracy")) if metrics else "not run"]
         for name in systems:
             for metric in ("accuracy_with_defense", "detection_rate"):
                 cells += [_pct(by_threat[t]["metrics"].get(f"{metric}[{name}]")) if t in by_threat else "not run"
