@@ -14,17 +14,15 @@ import numpy as np
 
 from advbridge.defenses.magnet import graybox_random_row
 
+from .report import _fmt, _safe, _setting_key
+
 
 def _pct(value: Any) -> str:
-    return "–" if value is None else f"{100 * value:.1f}%"
+    return _fmt(value, pct=True)
 
 
 def _setting(r: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(r["setting"].items())) or "defaults"
-
-
-def _setting_sort(r: dict[str, Any]) -> tuple:
-    return tuple((k, v if isinstance(v, (int, float)) else 0, str(v)) for k, v in sorted(r["setting"].items()))
 
 
 def _systems(done: list[dict[str, Any]]) -> list[str]:
@@ -110,7 +108,7 @@ def _threat_table(done: list[dict[str, Any]], systems: list[str], threats: list[
     lines = ["### Attacks against the defended systems", "", "| " + " | ".join(head) + " |",
              "|" + "---|" * len(head)]
     order = sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2],
-                                                 _setting_sort(next(iter(kv[1].values()))), kv[0][4]))
+                                                 _setting_key(next(iter(kv[1].values()))["setting"]), kv[0][4]))
     for (model, label, norm, setting, backend), by_threat in order:
         cells = [model, f"{label} ({norm})", setting, backend]
         for t in threats:  # an attack that fails leaves "with defense" at 100% without testing the defense
@@ -204,10 +202,6 @@ def _auc(negatives: np.ndarray, positives: np.ndarray) -> float:
     ranks = rankdata(np.concatenate([negatives, positives]))
     n_neg, n_pos = len(negatives), len(positives)
     return float((ranks[n_neg:].sum() - n_pos * (n_pos + 1) / 2) / (n_neg * n_pos))
-
-
-def _safe(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in text)[:60]
 
 
 def defense_plots(done: list[dict[str, Any]], folder: Path) -> list[str]:
