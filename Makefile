@@ -23,7 +23,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/bench_bridge.py $(BENCH_ARGS)
 	$(PY) bench/bench_defenses.py
+	$(PY) bench/bench_invert.py
 	$(PY) bench/bench_ray.py
 
 clean:
-	rm -rf $(VENV) advbridge-demo bench/results.json bench/ray_results.json bench/defense_results.json
+	rm -rf $(VENV) advbridge-demo bench/results.json bench/ray_results.json bench/defense_results.json bench/invert_results.json

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from advbridge.bridge import ATTACKS, AttackSpec, Model, crossval
@@ -173,20 +174,27 @@ DEFEND_SYSTEMS = {
 DEFEND_FIELDS = ("accuracy_no_defense", "accuracy_with_defense", "detection_rate", "false_positive_rate")
 
 
-def defend_suite_text(args: argparse.Namespace) -> str:
-    """The suite ``advbridge defend`` runs, as TOML (stored with the results, so the report re-renders)."""
+def params_toml(items: list[str] | None) -> str:
+    """``--param`` values as the body of a TOML inline table (a list where several values are given)."""
     import json
 
-    description, detectors = DEFEND_SYSTEMS[args.defense]
     axes: dict[str, list[Any]] = {}
-    for point in parse_params(args.param):
+    for point in parse_params(items):
         for key, value in point.items():
             if value is None:
                 raise ValueError(f"--param {key}: a value is required, got none")
             axes.setdefault(key, [])
             if value not in axes[key]:
                 axes[key].append(value)
-    params = ", ".join(f"{k} = {json.dumps(v if len(v) > 1 else v[0])}" for k, v in axes.items())
+    return ", ".join(f"{k} = {json.dumps(v if len(v) > 1 else v[0])}" for k, v in axes.items())
+
+
+def defend_suite_text(args: argparse.Namespace) -> str:
+    """The suite ``advbridge defend`` runs, as TOML (stored with the results, so the report re-renders)."""
+    import json
+
+    description, detectors = DEFEND_SYSTEMS[args.defense]
+    params = params_toml(args.param)
     threats = [t.strip() for t in args.threats.split(",") if t.strip()]
     norm = f'norm = {json.dumps(args.norm)}\n' if args.norm else ""
     return f"""[suite]
@@ -253,6 +261,190 @@ def cmd_defend(args: argparse.Namespace) -> int:
         setting = ",".join(f"{k}={v}" for k, v in row["setting"].items()) or "defaults"
         print(f"{setting:<28} {row['threat']:<10} " + " ".join(f"{100 * row[f]:>21.1f}%" for f in DEFEND_FIELDS))
     print(f"wrote {Path(args.out) / 'defend.json'}")
+    return code
+
+
+def invert_suite_text(args: argparse.Namespace) -> str:
+    """The suite ``advbridge invert`` runs: Invert-and-Classify (and, with ``--enhanced``, its enhanced variant)."""
+    import json
+
+    threats = [t.strip() for t in args.threats.split(",") if t.strip()]
+    enhanced = """
+[[defenses]]
+name = "enhanced_inc"
+description = "Enhanced Invert-and-Classify: the classifier retrained on G's range (§3.1)"
+reformer = "invert"
+classifier = "enhanced"
+""" if args.enhanced else ""
+    norm = f'norm = {json.dumps(args.norm)}\n' if args.norm else ""
+    return f"""[suite]
+name = "invert"
+description = {json.dumps(f"advbridge invert: {args.attack} against Invert-and-Classify on {args.model}.")}
+seed = {0 if args.seed is None else args.seed}
+models = [{json.dumps(args.model)}]
+backends = [{json.dumps(args.backend)}]
+
+[data]
+dataset = {json.dumps(args.dataset)}
+split = "test"
+n = {args.n}
+
+[defense]
+threats = {json.dumps(threats)}
+generator = {{ kind = {json.dumps(args.generator)}{f", epochs = {args.generator_epochs}" if args.generator_epochs else ""}{f", latent_dim = {args.latent_dim}" if args.latent_dim else ""} }}
+projection = {{ steps = {args.steps}, restarts = {args.restarts} }}
+
+[[defenses]]
+name = "inc"
+description = "Invert-and-Classify: classify G(z*), z* = argmin ||G(z) - x||^2"
+reformer = "invert"
+{enhanced}
+[[attacks]]
+name = {json.dumps(args.attack)}
+{norm}params = {{ {params_toml(args.param)} }}
+"""
+
+
+def cmd_invert(args: argparse.Namespace) -> int:
+    import json
+
+    from advbridge.bridge.io import atomic_write_text
+
+    suite = load_suite("invert", text=invert_suite_text(args))
+    args.force, args.executor, args.address, args.max_retries = False, "local", None, None
+    code = _run(suite, args)
+    records = json.loads((Path(args.out) / "results.json").read_text())
+    systems = ["inc"] + (["enhanced_inc"] if args.enhanced else [])
+    rows = []
+    for r in sorted(records, key=lambda r: (r["threat"] != "oblivious", json.dumps(r["setting"], sort_keys=True))):
+        m = r["metrics"]
+        row = {"setting": r["setting"], "threat": r["threat"], "backend": r["backend"], "n": r["n"],
+               "accuracy_no_defense": m["adversarial_accuracy"], "clean_accuracy": m["clean_accuracy"],
+               "attack_success_rate": m.get("success_rate")}
+        for name in systems:
+            suffix = "" if name == "inc" else f"[{name}]"
+            row[f"accuracy_with_defense{suffix}"] = m[f"accuracy_with_defense[{name}]"]
+            row[f"clean_accuracy_with_defense{suffix}"] = m[f"clean_accuracy_with_defense[{name}]"]
+        rows.append(row)
+    doc = {"defense": "invert_and_classify", "model": args.model, "attack": args.attack, "norm": args.norm,
+           "generator": args.generator, "projection": {"steps": args.steps, "restarts": args.restarts},
+           "threats": {"oblivious": "attack computed on the bare classifier",
+                       "adaptive:inc": "attack computed through the projection with the straight-through (BPDA) "
+                                       "gradient"},
+           "settings": rows}
+    atomic_write_text(Path(args.out) / "invert.json", json.dumps(doc, indent=2))
+    print(f"{'setting':<24} {'threat':<22} {'no defense':>11} {'with I&C':>9}")
+    for row in rows:
+        setting = ",".join(f"{k}={v}" for k, v in row["setting"].items()) or "defaults"
+        print(f"{setting:<24} {row['threat']:<22} {100 * row['accuracy_no_defense']:>10.1f}% "
+              f"{100 * row['accuracy_with_defense']:>8.1f}%")
+    print(f"wrote {Path(args.out) / 'invert.json'}")
+    return code
+
+
+def kos_suite_text(args: argparse.Namespace) -> str:
+    """The suite ``advbridge kos`` runs: one Kos attack on the VAE toward random targets."""
+    import json
+
+    return f"""[suite]
+name = "kos"
+description = {json.dumps(f"advbridge kos: the Kos et al. {args.attack} attack on {args.model}, random targets.")}
+seed = {0 if args.seed is None else args.seed}
+models = [{json.dumps(args.model)}]
+backends = ["native"]
+
+[data]
+dataset = {json.dumps(args.dataset)}
+split = "test"
+n = {args.n}
+
+[[attacks]]
+name = "kos_{args.attack}"
+norm = "l2"
+targeted = "random"
+params = {{ lam = {args.lam}, steps = {args.steps} }}
+"""
+
+
+def cmd_kos(args: argparse.Namespace) -> int:
+    import json
+
+    from advbridge.bridge.io import atomic_write_text
+
+    from .kos import PAPER_CELLS, PAPER_MEAN, PAPER_PER_SOURCE, overall_mean, per_source_means
+    from .kos_report import cell_matrices
+    from .store import ResultStore
+
+    suite = load_suite("kos", text=kos_suite_text(args))
+    args.force, args.executor, args.address, args.max_retries = False, "local", None, None
+    code = _run(suite, args)
+    out = Path(args.out)
+    with ResultStore(out / "results.db") as store:
+        cells = [c for c in store.cells(suite="kos", status="done") if c["record"]["attack"] == f"kos_{args.attack}"]
+    if not cells:
+        raise RuntimeError(f"the kos_{args.attack} cell did not finish; see {out / 'report.md'}")
+    cell = max(cells, key=lambda c: c["record"]["n"])
+    m = cell_matrices(cell)
+
+    def listed(matrix):
+        return [[None if np.isnan(v) else float(v) for v in row] for row in matrix]
+    pngs = sorted(str(p) for p in (out / "plots").glob(f"kos_*_kos_{args.attack}_*.png"))
+    doc = {"attack": f"kos_{args.attack}", "model": args.model, "n": cell["record"]["n"],
+           "params": cell["record"]["params"], "evaluation": "reconstruction feedback (Kos et al. §4.3)",
+           "as_ignore_target": listed(m["as_ignore_target"]), "as_target": listed(m["as_target"]),
+           "counts": m["counts"].astype(int).tolist(),
+           "mean_as_ignore_target": overall_mean(m["as_ignore_target"]), "mean_as_target": overall_mean(m["as_target"]),
+           "per_source_as_ignore_target": listed([per_source_means(m["as_ignore_target"])])[0],
+           "per_source_as_target": listed([per_source_means(m["as_target"])])[0],
+           "paper_classifier_attack": {"mean_as_ignore_target": PAPER_MEAN[0] / 100, "mean_as_target": PAPER_MEAN[1] / 100,
+                                       "per_source": {str(k): [a / 100, b / 100] for k, (a, b) in PAPER_PER_SOURCE.items()},
+                                       "cells": {f"{s}->{t}": [a / 100, b / 100] for (s, t), (a, b) in PAPER_CELLS.items()}},
+           "plots": pngs}
+    atomic_write_text(out / "kos.json", json.dumps(doc, indent=2))
+    print(f"kos_{args.attack}: mean AS_ignore-target {100 * doc['mean_as_ignore_target']:.1f}% "
+          f"(paper {PAPER_MEAN[0]:.1f}%), AS_target {100 * doc['mean_as_target']:.1f}% (paper {PAPER_MEAN[1]:.1f}%)")
+    print(f"wrote {out / 'kos.json'} and {len(pngs)} heatmaps")
+    return code
+
+
+def _estimator_record(out: Path, suite_name: str, estimator: str) -> dict[str, Any]:
+    from .store import ResultStore
+
+    with ResultStore(out / "results.db") as store:
+        records = [c["record"] for c in store.cells(suite=suite_name, status="done")
+                   if c["record"].get("estimator") == estimator]
+    if not records:
+        raise RuntimeError(f"the {estimator} estimator did not finish; see {out / 'report.md'}")
+    return records[-1]
+
+
+def cmd_hardness(args: argparse.Namespace) -> int:
+    import json
+
+    from advbridge.bridge.io import atomic_write_text
+
+    levels = f", levels = {json.dumps([float(v) for v in args.levels.split(',')])}" if args.levels else ""
+    text = f"""[suite]
+name = "hardness"
+models = [{json.dumps(args.model)}]
+seed = {0 if args.seed is None else args.seed}
+[data]
+dataset = {json.dumps(args.dataset)}
+split = "test"
+n = {args.n}
+[[estimators]]
+name = "hardness"
+params = {{ saliency_on = {json.dumps(args.saliency_on)}{levels} }}
+"""
+    suite = load_suite("hardness", text=text)
+    args.force, args.executor, args.address, args.max_retries = False, "local", None, None
+    code = _run(suite, args)
+    record = _estimator_record(Path(args.out), "hardness", "hardness")
+    doc = {"model": args.model, "n": record["n"], **record["result"]}
+    atomic_write_text(Path(args.out) / "hardness.json", json.dumps(doc, indent=2))
+    print(f"JSMA on {args.model}: success {100 * doc['success_rate']:.1f}% at Υ = {100 * doc['headline_distortion']:.1f}%, "
+          f"distortion {100 * doc['mean_distortion_all']:.2f}% (all) / {100 * doc['mean_distortion_successful']:.2f}% "
+          f"(successful); {doc['time_s']:.1f} s; wrote {Path(args.out) / 'hardness.json'}")
     return code
 
 
@@ -336,6 +528,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder: defend.json, report.md and a resumable store")
     _common(p)
     p.set_defaults(func=cmd_defend)
+
+    p = sub.add_parser("invert", help="attack an Invert-and-Classify defended model; write DIR/invert.json")
+    p.add_argument("--model", default="mnist_cnn", help="zoo name or package.module:function returning a Model")
+    p.add_argument("--attack", required=True, choices=sorted(ATTACKS))
+    p.add_argument("--norm", default=None, help="linf, l2, l1 or l0 (default: the attack's first norm)")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE",
+                   help="canonical parameter; repeatable; KEY=v1,v2 runs one setting per value")
+    p.add_argument("--backend", default="art", help="art or foolbox (default art)")
+    p.add_argument("--threats", default="oblivious",
+                   help="comma-separated: oblivious (attack the bare classifier), adaptive:inc (BPDA through the "
+                        "projection)")
+    p.add_argument("--generator", default="vae", choices=("vae", "wgan_gp", "alpha_gan"),
+                   help="generative model whose range the inputs are projected on (default vae; trained once, cached)")
+    p.add_argument("--generator-epochs", type=int, default=None,
+                   help="training epochs of a vae or alpha_gan generator (default: the recipe's, 30 for the vae)")
+    p.add_argument("--latent-dim", type=int, default=None,
+                   help="latent size of the generator (default: the recipe's, 32 for the vae, 128 for wgan_gp)")
+    p.add_argument("--steps", type=int, default=200, help="projection steps L (default 200)")
+    p.add_argument("--restarts", type=int, default=10, help="random restarts R, batched (default 10)")
+    p.add_argument("--enhanced", action="store_true", help="also evaluate Enhanced Invert-and-Classify")
+    p.add_argument("--n", type=int, default=100, help="test inputs (default 100)")
+    p.add_argument("--dataset", default="mnist5k", choices=("mnist5k", "mnist"), help="data set (default mnist5k)")
+    p.add_argument("--data-root", default=None, help="folder with MNIST files for --dataset mnist")
+    p.add_argument("--out", required=True, help="output folder: invert.json, report.md and a resumable store")
+    _common(p)
+    p.set_defaults(func=cmd_invert)
+
+    p = sub.add_parser("kos", help="a Kos et al. attack on the VAE: the 10x10 success matrices as JSON and PNG")
+    p.add_argument("--attack", required=True, choices=("latent", "classifier", "vae"))
+    p.add_argument("--model", default="mnist_vae", help="generative classifier model (default mnist_vae)")
+    p.add_argument("--n", type=int, default=500, help="test inputs, each toward a random target (default 500)")
+    p.add_argument("--lam", type=float, default=0.1, help="weight of the L2 distance penalty (default 0.1)")
+    p.add_argument("--steps", type=int, default=500, help="Adam steps (default 500)")
+    p.add_argument("--dataset", default="mnist5k", choices=("mnist5k", "mnist"), help="data set (default mnist5k)")
+    p.add_argument("--data-root", default=None, help="folder with MNIST files for --dataset mnist")
+    p.add_argument("--out", required=True, help="output folder: kos.json, heatmaps, report.md and a resumable store")
+    _common(p)
+    p.set_defaults(func=cmd_kos)
+
+    p = sub.add_parser("hardness", help="JSMA hardness matrix and adversarial distance; write DIR/hardness.json")
+    p.add_argument("--model", default="mnist_cnn", help="zoo name or package.module:function returning a Model")
+    p.add_argument("--n", type=int, default=100, help="source test images, each toward the 9 other classes")
+    p.add_argument("--saliency-on", default="probs", choices=("probs", "logits"))
+    p.add_argument("--levels", default=None, help="comma-separated distortion fractions (default: §5.7's 9 levels)")
+    p.add_argument("--dataset", default="mnist5k", choices=("mnist5k", "mnist"), help="data set (default mnist5k)")
+    p.add_argument("--data-root", default=None, help="folder with MNIST files for --dataset mnist")
+    p.add_argument("--out", required=True, help="output folder: hardness.json, heatmaps, report.md, a resumable store")
+    _common(p)
+    p.set_defaults(func=cmd_hardness)
 
     p = sub.add_parser("report", help="re-render report.md, results.json/.csv and plots from DIR/results.db")
     p.add_argument("dir", help="a run's output folder")

@@ -11,10 +11,9 @@ the validation split, never on the images a cell attacks. Threats name the model
 
 from __future__ import annotations
 
+import copy
 import hashlib
-import json
 import logging
-import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -27,24 +26,81 @@ from advbridge.defenses.autoencoders import (CIFAR_AE, MNIST_AE_I, MNIST_AE_II, 
                                              train_autoencoder, train_diverse_autoencoders)
 from advbridge.defenses.magnet import (DivergenceDetector, MagNet, RandomizedMagNet, ReconstructionErrorDetector,
                                        Reformer)
+from advbridge.defenses.invert_and_classify import EnhancedInvertAndClassify, GeneratorProjection, InvertAndClassify
 from advbridge.defenses.mid import ESTIMATORS, MutualInformationDetector
 
 from .data import Dataset
-from .zoo import cache_root
+from .generators import GeneratorRecipe, TrainedGenerator, load_generator
+from .zoo import cached_modules
 
 logger = logging.getLogger(__name__)
 
 #: Named autoencoder structures (algorithms.md §2.1): AE-I ``[3, 'average', 3]``, AE-II ``[3]``; CIFAR ``[3]``.
 STRUCTURES = {"I": MNIST_AE_I, "II": MNIST_AE_II, "cifar": CIFAR_AE}
 DETECTOR_KINDS = ("reconstruction", "divergence", "mid")
+#: Reformer/autoencoder names backed by the suite's generative models: ``invert`` (the projection on G's range,
+#: Invert-and-Classify), ``alphagan`` (α-GAN's G∘E as an autoencoder, the MID seed's generator); and the
+#: ``enhanced`` classifier of a system.
+GENERATIVE_NAMES = {"invert", "alphagan", "enhanced"}
+CLASSIFIERS = ("base", "enhanced")
 #: Bumped whenever autoencoder training changes, so stale checkpoints are not reused.
 AE_RECIPE_VERSION = 1
 
 
-def resolved_defense_config(settings: dict[str, Any]) -> dict[str, Any]:
-    """The autoencoder recipes a suite's ``[defense]`` resolves to (defaults filled in): part of every cell key."""
-    return {"autoencoder": asdict(AutoencoderRecipe(**settings.get("autoencoder", {}))),
-            "diverse": asdict(DiverseRecipe(**settings.get("diverse", {}))), "recipe_version": AE_RECIPE_VERSION}
+def resolved_defense_config(settings: dict[str, Any], systems: list[dict[str, Any]] = ()) -> dict[str, Any]:
+    """The recipes a suite's ``[defense]`` resolves to (defaults filled in): part of every cell key.
+
+    The generator, projection and enhanced-classifier settings join the key only in suites that use them, so the
+    keys of MagNet/MID suites do not change.
+    """
+    out = {"autoencoder": asdict(AutoencoderRecipe(**settings.get("autoencoder", {}))),
+           "diverse": asdict(DiverseRecipe(**settings.get("diverse", {}))), "recipe_version": AE_RECIPE_VERSION}
+    if uses_generator(settings, systems):
+        out.update(generator=GeneratorRecipe(**settings.get("generator", {})).resolved(),
+                   projection=asdict(ProjectionSettings(**settings.get("projection", {}))),
+                   enhanced=asdict(EnhancedRecipe(**settings.get("enhanced", {}))))
+    return out
+
+
+def uses_generator(settings: dict[str, Any], systems: list[dict[str, Any]]) -> bool:
+    """Whether a suite's defense needs a generative model (``invert``, ``alphagan`` or an enhanced classifier)."""
+    names = {settings.get("reformer")} | {t.partition(":")[2] for t in settings.get("threats", [])}
+    for cfg in systems:
+        names |= {cfg.get("reformer"), cfg.get("classifier")} | {d.get("ae") for d in cfg.get("detectors", [])}
+    return bool(names & GENERATIVE_NAMES) or any(k in settings for k in ("generator", "projection", "enhanced"))
+
+
+@dataclass(frozen=True)
+class ProjectionSettings:
+    """Invert-and-Classify's projection (§3.2 defaults): L steps, R restarts, momentum SGD lr 10, momentum 0.7.
+
+    ``gradient`` is what attackers get through it: ``bpda`` (straight-through) or ``unrolled``.
+    """
+
+    steps: int = 200
+    restarts: int = 10
+    lr: float = 10.0
+    momentum: float = 0.7
+    optimizer: str = "sgd"
+    init_std: float | None = None
+    gradient: str = "bpda"
+
+
+@dataclass(frozen=True)
+class EnhancedRecipe:
+    """Enhanced Invert-and-Classify (§3.1): μ, η and the fine-tuning run; training images are projected with
+    ``project_steps`` × ``project_restarts`` (cheaper than the defense's projection)."""
+
+    mu: float = 0.5
+    eta: float = 0.5
+    epochs: int = 5
+    lr: float = 1e-4
+    batch_size: int = 64
+    inner_steps: int = 5
+    inner_lr: float = 0.05
+    penalty: float = 10.0
+    project_steps: int = 100
+    project_restarts: int = 2
 
 
 @dataclass(frozen=True)
@@ -79,23 +135,7 @@ class DiverseRecipe:
 
 
 def _cached(name: str, blob: dict[str, Any], build, train) -> list[nn.Module]:
-    """Modules from ``build()``, with weights from the cache or from ``train(modules)`` (then cached)."""
-    key = hashlib.sha256(json.dumps({**blob, "recipe_version": AE_RECIPE_VERSION,
-                                     "torch": torch.__version__.split("+")[0]}, sort_keys=True).encode())
-    path = cache_root() / "autoencoders" / f"{name}-{key.hexdigest()[:16]}.pt"
-    modules = build()
-    if path.exists():
-        states = torch.load(path, map_location="cpu", weights_only=True)
-        for module, state in zip(modules, states["state_dicts"], strict=True):
-            module.load_state_dict(state)
-    else:
-        train(modules)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        torch.save({"state_dicts": [{k: v.cpu() for k, v in m.state_dict().items()} for m in modules]}, tmp)
-        os.replace(tmp, path)
-        logger.info("trained %s, cached at %s", name, path)
-    return [m.eval() for m in modules]
+    return cached_modules("autoencoders", name, {**blob, "recipe_version": AE_RECIPE_VERSION}, build, train)[0]
 
 
 def load_autoencoder(structure: str, data: Dataset, dataset: str, seed: int = 0,
@@ -157,9 +197,12 @@ class DefenseBuilder:
         self.seed = seed
         self.device = device
         self._aes: dict[str, nn.Module] = {}
+        self._generator: TrainedGenerator | None = None
+        self._classifiers: dict[tuple, Model] = {}
 
     def autoencoder(self, name: str) -> nn.Module:
-        """``I``/``II``/``cifar``: a MagNet AE; ``D<k>``: the k-th diversity-trained AE."""
+        """``I``/``II``/``cifar``: a MagNet AE; ``D<k>``: the k-th diversity-trained AE; ``alphagan``: the α-GAN's
+        G∘E; ``invert``: the projection on the suite generator's range (``GeneratorProjection``)."""
         if name not in self._aes:
             if name.startswith("D") and name[1:].isdigit():
                 recipe = DiverseRecipe(**self.settings.get("diverse", {}))
@@ -167,14 +210,74 @@ class DefenseBuilder:
                 self._aes.update({f"D{k}": ae for k, ae in enumerate(pack)})
                 if name not in self._aes:
                     raise ValueError(f"autoencoder {name!r}: the diverse pack has only {recipe.n} autoencoders")
+            elif name == "alphagan":
+                cfg = self.settings.get("generator", {})
+                recipe = GeneratorRecipe(**cfg) if cfg.get("kind") == "alpha_gan" else GeneratorRecipe("alpha_gan")
+                self._aes[name] = load_generator(recipe, self.data, self.dataset, self.seed, self.device).model
+            elif name == "invert":
+                self._aes[name] = self._projection()
             else:
                 recipe = AutoencoderRecipe(**self.settings.get("autoencoder", {}))
                 self._aes[name] = load_autoencoder(name, self.data, self.dataset, self.seed, recipe, self.device)
         return self._aes[name]
 
+    def generator(self) -> TrainedGenerator:
+        """The suite's generative model (``[defense].generator``; a VAE by default)."""
+        if self._generator is None:
+            recipe = GeneratorRecipe(**self.settings.get("generator", {}))
+            self._generator = load_generator(recipe, self.data, self.dataset, self.seed, self.device)
+        return self._generator
+
+    def _projection(self, **overrides) -> GeneratorProjection:
+        gen = self.generator()
+        settings = {**asdict(ProjectionSettings(**self.settings.get("projection", {}))), **overrides}
+        return GeneratorProjection(gen.generator, gen.latent_dim, seed=self.seed, **settings)
+
+    def reformer(self, name: str, model: Model) -> Reformer:
+        """Reformer ``name``: ``invert`` is Invert-and-Classify, any other name a MagNet reformer on that AE."""
+        if name == "invert":
+            return InvertAndClassify.around(self.autoencoder("invert"), _device_type(model.device))
+        return Reformer(self.autoencoder(name), model.bounds, _device_type(model.device))
+
+    def classifier(self, kind: str, model: Model) -> Model:
+        """``base``: ``model``; ``enhanced``: ``model`` fine-tuned by Enhanced Invert-and-Classify (cached)."""
+        if kind not in CLASSIFIERS:
+            raise ValueError(f"classifier must be one of {list(CLASSIFIERS)}, got {kind!r}")
+        if kind == "base":
+            return model
+        key = (kind, id(model))
+        if key not in self._classifiers:
+            self._classifiers[key] = self._enhanced(model)
+        return self._classifiers[key]
+
+    def _enhanced(self, model: Model) -> Model:
+        recipe = EnhancedRecipe(**self.settings.get("enhanced", {}))
+        gen = self.generator()
+        weights = hashlib.sha256(b"".join(v.detach().cpu().numpy().tobytes()
+                                          for v in model.module.state_dict().values())).hexdigest()[:16]
+
+        def build():
+            return [copy.deepcopy(model.module).cpu()]
+
+        def train(modules):
+            module = modules[0].to(model.device)
+            projection = self._projection(steps=recipe.project_steps, restarts=recipe.project_restarts)
+            art = Model(module, model.input_shape, bounds=model.bounds, mean=model.mean, std=model.std,
+                        nb_classes=model.nb_classes, device=model.device).art()
+            trainer = EnhancedInvertAndClassify(art, projection, mu=recipe.mu, eta=recipe.eta, epochs=recipe.epochs,
+                                                lr=recipe.lr, batch_size=recipe.batch_size,
+                                                inner_steps=recipe.inner_steps, inner_lr=recipe.inner_lr,
+                                                penalty=recipe.penalty, seed=self.seed)
+            trainer.fit(self.data.x_train.numpy(), self.data.y_train.numpy())
+
+        blob = {"base_weights": weights, "generator": gen.path.name, **asdict(recipe), "seed": self.seed,
+                "dataset": self.dataset, "recipe_version": AE_RECIPE_VERSION}
+        (module,), _, _ = cached_modules("models", f"enhanced_inc-{self.dataset}", blob, build, train)
+        return Model(module.to(model.device), model.input_shape, bounds=model.bounds, mean=model.mean, std=model.std,
+                     preprocessing=list(model.preprocessing), nb_classes=model.nb_classes, device=model.device)
+
     def systems(self, model: Model) -> dict[str, MagNet | RandomizedMagNet]:
         """Every ``[[defenses]]`` system around ``model``, thresholds fitted on the validation split."""
-        classifier = model.pipeline
         device = model.device
         x_val = self._validation_images()
         built: dict[str, MagNet | RandomizedMagNet] = {}
@@ -183,19 +286,27 @@ class DefenseBuilder:
                 members = [built[name] for name in cfg["randomize"]]
                 built[cfg["name"]] = RandomizedMagNet(members, seed=self.seed, query_size=cfg.get("query_size"))
                 continue
-            detectors = {self._detector_name(d): self._detector(d, classifier, device) for d in cfg["detectors"]}
+            classifier = self.classifier(cfg.get("classifier", "base"), model).pipeline
+            detectors = {self._detector_name(d): self._detector(d, classifier, device) for d in cfg.get("detectors", [])}
             reformer = None
             if cfg.get("reformer", "none") != "none":
-                reformer = Reformer(self.autoencoder(cfg["reformer"]), model.bounds, _device_type(device))
+                reformer = self.reformer(cfg["reformer"], model)
             built[cfg["name"]] = MagNet(classifier, detectors, reformer, device=device).fit(x_val)
         return built
 
     def attack_model(self, model: Model, threat: str) -> Model:
-        """The model an attack under ``threat`` is run on."""
+        """The model an attack under ``threat`` is run on: ``adaptive:<system>`` attacks that system's classifier
+        through its reformer; ``adaptive[:<ae>]`` the bare classifier through a reformer (``[defense].reformer``)."""
         if threat in ("none", "oblivious"):
             return model
-        ae_name = threat.partition(":")[2] or self.settings.get("reformer", "I")
-        reformer = Reformer(self.autoencoder(ae_name), model.bounds, _device_type(model.device))
+        name = threat.partition(":")[2] or self.settings.get("reformer", "I")
+        system = next((cfg for cfg in self.systems_config if cfg["name"] == name), None)
+        if system is not None:
+            model = self.classifier(system.get("classifier", "base"), model)
+            name = system.get("reformer", "none")
+            if name == "none":
+                return model
+        reformer = self.reformer(name, model)
         return Model(model.module, model.input_shape, bounds=model.bounds, mean=model.mean, std=model.std,
                      preprocessing=[reformer, *model.preprocessing], nb_classes=model.nb_classes, device=model.device)
 
@@ -265,4 +376,32 @@ def validate_detector(cfg: Any, where: str) -> str | None:
     drop = cfg.get("drop_rate", 0.001)
     if isinstance(drop, bool) or not isinstance(drop, (int, float)) or not 0 < drop < 1:
         return f"{where}: drop_rate must be a number in (0, 1), got {drop!r}"
+    return None
+
+
+def validate_recipe(recipe: type, fields_: dict[str, Any]) -> str | None:
+    """An error message when a recipe table's values are rejected by the recipe (type or range), else ``None``."""
+    try:
+        built = recipe(**fields_)
+    except (TypeError, ValueError) as err:
+        return str(err)
+    for name, value in asdict(built).items():
+        if isinstance(value, bool) or value is None or isinstance(value, str):
+            continue
+        if isinstance(value, (int, float)) and value < 0:
+            return f"{name} must be >= 0, got {value!r}"
+    return None
+
+
+def validate_projection(fields_: dict[str, Any]) -> str | None:
+    """An error message for a bad ``[defense].projection`` table, else ``None``."""
+    from advbridge.defenses.invert_and_classify import GRADIENTS, check_projection_settings
+
+    settings = asdict(ProjectionSettings(**fields_))
+    if settings.pop("gradient") not in GRADIENTS:
+        return f"gradient must be one of {list(GRADIENTS)}, got {fields_.get('gradient')!r}"
+    try:
+        check_projection_settings(**settings)
+    except ValueError as err:
+        return str(err)
     return None

@@ -48,7 +48,9 @@ def defense_markdown(suite, done: list[dict[str, Any]], plots: list[str]) -> lis
              "rejects it or the classifier is right after reforming. *oblivious*: the attack was computed on the bare "
              "classifier (the papers' blackbox setting). *adaptive*: computed white-box through the reformer "
              "(the detectors are not in the attacker's loss, so this is a lower bound on what an adaptive attacker "
-             "achieves). No-defense accuracy is the bare classifier's on the same adversarial inputs; attack success "
+             "achieves). *adaptive:<system>*: white-box through that system's own classifier and reformer; through "
+             "Invert-and-Classify's projection the gradient is the straight-through (BPDA) estimate unless the suite "
+             "says `gradient = \"unrolled\"`. No-defense accuracy is the bare classifier's on the same adversarial inputs; attack success "
              "is judged on the model the attack targeted. Where the attack rarely succeeds, a high accuracy with "
              "defense says nothing about the defense.", ""]
     for cfg in suite.defenses:
@@ -59,14 +61,19 @@ def defense_markdown(suite, done: list[dict[str, Any]], plots: list[str]) -> lis
                          f"{cfg.get('query_size') or 'one cell'} input(s)")
         else:
             dets = ", ".join(f"{d['kind']}({d['ae']}" + (f", p={d['p']}" if 'p' in d else "")
-                             + (f", T={d['temperature']}" if 'temperature' in d else "") + ")" for d in cfg["detectors"])
-            lines.append(f"- `{cfg['name']}`: detectors {dets or 'none'}; reformer {cfg.get('reformer', 'none')}")
+                             + (f", T={d['temperature']}" if 'temperature' in d else "") + ")"
+                             for d in cfg.get("detectors", []))
+            classifier = f"; classifier {cfg['classifier']}" if cfg.get("classifier", "base") != "base" else ""
+            lines.append(f"- `{cfg['name']}`: detectors {dets or 'none'}; reformer {cfg.get('reformer', 'none')}"
+                         f"{classifier}")
     lines.append("")
     lines += _clean_table(done, systems)
-    pure = [t for t in threats if t in ("oblivious", "adaptive")]
+    named = {d["name"] for d in suite.defenses}
+    pure = [t for t in threats if t in ("oblivious", "adaptive") or t.partition(":")[2] in named]
     if pure:
-        lines += _threat_table(done, systems, pure)
-    graybox = [t for t in threats if t.startswith("adaptive:")]
+        detecting = [d["name"] for d in suite.defenses if d.get("detectors") or "randomize" in d]
+        lines += _threat_table(done, systems, pure, [s for s in systems if s in detecting or s not in named])
+    graybox = [t for t in threats if t.startswith("adaptive:") and t not in pure]
     if graybox:
         lines += _graybox_tables(suite, done, graybox)
     lines += _roc_table(done)
@@ -94,7 +101,10 @@ def _clean_table(done: list[dict[str, Any]], systems: list[str]) -> list[str]:
     return lines + [""]
 
 
-def _threat_table(done: list[dict[str, Any]], systems: list[str], threats: list[str]) -> list[str]:
+def _threat_table(done: list[dict[str, Any]], systems: list[str], threats: list[str],
+                  detecting: list[str]) -> list[str]:
+    """Per attack setting: success and accuracy without and with each system, per threat (``detecting``: the
+    systems with detectors, which get detection-rate columns)."""
     rows: dict[tuple, dict[str, dict]] = defaultdict(dict)
     for c in done:
         r = c["record"]
@@ -104,7 +114,8 @@ def _threat_table(done: list[dict[str, Any]], systems: list[str], threats: list[
     for t in threats:
         head += [f"attack success ({t})", f"no defense ({t})"]
     for name in systems:
-        head += [f"{name}: with defense ({t})" for t in threats] + [f"{name}: detected ({t})" for t in threats]
+        head += [f"{name}: with defense ({t})" for t in threats]
+        head += [f"{name}: detected ({t})" for t in threats] if name in detecting else []
     lines = ["### Attacks against the defended systems", "", "| " + " | ".join(head) + " |",
              "|" + "---|" * len(head)]
     order = sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2],
@@ -116,7 +127,7 @@ def _threat_table(done: list[dict[str, Any]], systems: list[str], threats: list[
             cells += [_pct(metrics.get("success_rate")) if metrics else "not run",
                       _pct(metrics.get("adversarial_accuracy")) if metrics else "not run"]
         for name in systems:
-            for metric in ("accuracy_with_defense", "detection_rate"):
+            for metric in ("accuracy_with_defense", "detection_rate")[:2 if name in detecting else 1]:
                 cells += [_pct(by_threat[t]["metrics"].get(f"{metric}[{name}]")) if t in by_threat else "not run"
                           for t in threats]
         lines.append("| " + " | ".join(cells) + " |")

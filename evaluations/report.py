@@ -40,6 +40,8 @@ def write_reports(out: str | Path, suite_name: str | None = None) -> dict[str, A
         cells = store.cells(suite=suite_name)
         suites = {s["name"]: s for s in store.suites()}
     done = [c for c in cells if c["status"] == "done"]
+    estimates = [c for c in done if c["record"].get("kind") == "estimator"]
+    done = [c for c in done if c["record"].get("kind") != "estimator"]
     failed = [c for c in cells if c["status"] == "failed"]
     for c in cells:  # records written before defenses existed have no threat
         if c.get("record"):
@@ -54,14 +56,26 @@ def write_reports(out: str | Path, suite_name: str | None = None) -> dict[str, A
     from .defense_report import defense_plots
 
     plots += defense_plots(done, out / "plots")
+    from .kos_report import kos_plots
+
+    plots += kos_plots(done, out / "plots")
+    from .estimator_report import estimator_plots
+
     names = [suite_name] if suite_name else sorted({c["suite"] for c in cells})
-    parts = []
+    loaded = {}
     for name in names:
         stored = suites.get(name)
-        suite = load_suite(name, text=stored["text"], quick=stored["quick"]) if stored else None
-        parts.append(_markdown(name, suite, [c for c in done if c["suite"] == name],
+        loaded[name] = load_suite(name, text=stored["text"], quick=stored["quick"]) if stored else None
+    plots += estimator_plots(estimates, done, {n: s.power_law for n, s in loaded.items() if s and s.power_law},
+                             out / "plots")
+    if estimates:
+        atomic_write_text(out / "estimators.json", json.dumps([c["record"] for c in estimates], indent=2))
+    parts = []
+    for name in names:
+        parts.append(_markdown(name, loaded[name], [c for c in done if c["suite"] == name],
                                [c for c in failed if c["suite"] == name],
-                               [g for g in groups if g["suite"] == name], plots))
+                               [g for g in groups if g["suite"] == name], plots,
+                               [c for c in estimates if c["suite"] == name]))
     atomic_write_text(out / "report.md", "\n\n".join(parts) + "\n")
     return {"records": len(records), "failed": len(failed), "plots": plots, "comparisons": len(groups)}
 
@@ -216,7 +230,8 @@ def _fmt(value: Any, pct: bool = False) -> str:
     return str(value)
 
 
-PCT_METRICS = {"clean_accuracy", "adversarial_accuracy", "error_rate", "success_rate", "mean_confidence_on_errors"}
+PCT_METRICS = {"clean_accuracy", "adversarial_accuracy", "error_rate", "success_rate", "mean_confidence_on_errors",
+               "distortion_all", "distortion_successful"}
 
 
 def _is_pct(metric: str) -> bool:
@@ -225,7 +240,7 @@ def _is_pct(metric: str) -> bool:
     return metric.split("[")[0] in PCT_METRICS | set(DEFENSE_METRICS)
 
 
-def _markdown(name: str, suite, done, failed, groups, plots) -> str:
+def _markdown(name: str, suite, done, failed, groups, plots, estimates=()) -> str:
     lines = [f"# Suite `{name}`", ""]
     if suite is not None:
         if suite.description:
@@ -237,7 +252,9 @@ def _markdown(name: str, suite, done, failed, groups, plots) -> str:
                                         if suite.caps else "") if suite.quick else "") + ".",
                   f"- Data difference: {suite.data_note or DATA_NOTES.get(dataset, 'as stated by the suite')}."]
     total_time = sum(c["record"]["time_s"] for c in done)
-    lines += [f"- Cells: {len(done)} finished, {len(failed)} failed; attack time {total_time:.1f} s in all.", ""]
+    lines += [f"- Cells: {len(done)} finished, {len(failed)} failed; attack time {total_time:.1f} s in all."
+              + (f" Estimators: {len(estimates)} finished, "
+                 f"{sum(c['record']['time_s'] for c in estimates):.1f} s." if estimates else ""), ""]
     if done:
         models = sorted({c["record"]["model"] for c in done})
         for model in models:
@@ -271,10 +288,15 @@ def _markdown(name: str, suite, done, failed, groups, plots) -> str:
         from .defense_report import defense_markdown
 
         lines += defense_markdown(suite, done, plots)
+    from .estimator_report import estimator_markdown
+    from .kos_report import kos_markdown
+
+    lines += kos_markdown(done, plots)
+    lines += estimator_markdown(suite, list(estimates), done, plots)
     if suite is not None and suite.paper:
         lines += _paper_table(suite, done)
     if groups:
-        lines += ["## ART vs Foolbox, sample by sample", "",
+        lines += ["## Backends compared, sample by sample (ART, Foolbox, native)", "",
                   "| model | attack | setting | agreement | success per backend | stronger | flags |",
                   "|---|---|---|---|---|---|---|"]
         for g in groups:
@@ -300,7 +322,9 @@ def _markdown(name: str, suite, done, failed, groups, plots) -> str:
         lines += ["## Failed cells (retried on the next run)", ""]
         lines += [f"- `{c['key']}`: {c['error']}" for c in failed]
         lines.append("")
-    own = [p for p in plots if f"_{_safe(name)}_" in p]
+    shown_elsewhere = ("plots/hardness_", "plots/kos_", "plots/powerlaw_", "plots/models_", "plots/roc_",
+                       "plots/defense_")
+    own = [p for p in plots if f"_{_safe(name)}_" in p and not p.startswith(shown_elsewhere)]
     if own:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in own] + [""]
     return "\n".join(lines)

@@ -23,7 +23,7 @@ from advbridge.bridge.result import library_versions
 from .data import Dataset, load_dataset
 from .defended import DefenseBuilder, defense_metrics
 from .store import ResultStore
-from .suite import Cell, Suite, config_key
+from .suite import Cell, EstimatorCell, Suite, config_key
 from .zoo import resolve_model
 
 logger = logging.getLogger(__name__)
@@ -168,6 +168,7 @@ def compute_cell(cell: Cell, inputs: CellInputs, key: str, seed: int, metric_nam
     y_np = y.numpy()
     errors = adv_pred != y_np
     norms = result.norms
+    features = int(np.prod(x.shape[1:]))
     metrics = {
         "clean_accuracy": float((clean_pred == y_np).mean()),
         "adversarial_accuracy": float((adv_pred == y_np).mean()),
@@ -179,6 +180,9 @@ def compute_cell(cell: Cell, inputs: CellInputs, key: str, seed: int, metric_nam
         "median_l2": _nan_to_none(result.median_norm("l2")),
         "median_linf": _nan_to_none(result.median_norm("linf")),
         "mean_l2": float(norms["l2"][result.success].mean()) if result.success.any() else None,
+        # Papernot's distortion: the fraction of input features changed, over all inputs and over successes.
+        "distortion_all": float(norms["l0"].mean() / features),
+        "distortion_successful": float(norms["l0"][result.success].mean() / features) if result.success.any() else None,
     }
     metrics = {k: v for k, v in metrics.items()
                if k in metric_names or k in ("clean_accuracy", "adversarial_accuracy")}
@@ -201,7 +205,10 @@ def compute_cell(cell: Cell, inputs: CellInputs, key: str, seed: int, metric_nam
         "threat": cell.threat,
         "metrics": metrics, "flags": flags, "time_s": result.time_s, "model_info": inputs.model_info,
     }
-    samples = {"index": inputs.index.tolist(), "success": result.success.tolist(),
+    samples = {"index": inputs.index.tolist(), "label": y_np.tolist(), "pred_clean": clean_pred.tolist(),
+               "pred_adv": adv_pred.tolist(),
+               **({"target": result.targets.tolist()} if result.targets is not None else {}),
+               "success": result.success.tolist(),
                "nonfinite": result.nonfinite.tolist(), **{k: v.tolist() for k, v in norms.items()}, **samples_extra}
     return record, samples
 
@@ -259,6 +266,13 @@ def run_suite(suite: Suite, out: str | Path, *, force: bool = False, executor: s
                                           address=address, progress=progress)
         else:
             computed, failed = _run_local(todo, suite, resources, store, force, batch_size, progress)
+        estimator_cells = [(cell, config, config_key(config))
+                           for cell in suite.estimator_cells() for config in [cell.config(suite, versions)]]
+        estimator_todo = [item for item in estimator_cells if force or item[2] not in done]
+        more, more_failed = _run_estimators(estimator_todo, suite, resources, store, force, progress)
+        computed, failed = computed + more, failed + more_failed
+        keyed += estimator_cells
+        todo += estimator_todo
     finally:
         store.close()
     summary = RunSummary(suite.name, len(keyed), computed, len(keyed) - len(todo), failed,
@@ -284,6 +298,44 @@ def _run_local(todo, suite: Suite, resources: Resources, store: ResultStore, for
                                            batch_size, progress)
         except Exception as err:  # recorded, shown in the report, retried on the next run
             logger.error("cell %s (%s %s on %s) failed: %s", key, cell.label, cell.setting, cell.backend, err)
+            store.commit_failure(key, suite.name, config, "".join(traceback.format_exception_only(err)).strip())
+            failed += 1
+            continue
+        store.commit_cell(key, suite.name, config, record, samples, time.perf_counter() - t0)
+        computed += 1
+    return computed, failed
+
+
+def compute_estimator(cell: EstimatorCell, resources: Resources, key: str, seed: int,
+                      progress: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run one estimator cell; return its record and per-sample arrays."""
+    from .estimators import ESTIMATORS
+
+    model = resources.model(cell.model)
+    x, y, idx = resources.slice(cell.model, cell.n)
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    metrics, result, samples = ESTIMATORS[cell.name].compute(model, x, y, dict(cell.params), progress=progress)
+    record = {"kind": "estimator", "suite": cell.suite, "cell": key, "model": cell.model, "estimator": cell.name,
+              "label": cell.label, "n": len(x), "params": dict(cell.params), "metrics": metrics, "result": result,
+              "time_s": time.perf_counter() - t0, "model_info": resources.model_info(cell.model)}
+    return record, {"index": idx.tolist(), "label": y.tolist(), **samples}
+
+
+def _run_estimators(todo, suite: Suite, resources: Resources, store: ResultStore, force: bool,
+                    progress: bool) -> tuple[int, int]:
+    """Estimator cells, on the driver, each committed when it finishes (as attack cells are)."""
+    computed = failed = 0
+    for cell, config, key in tqdm(todo, desc=f"suite {suite.name} estimators", unit="cell",
+                                  disable=not progress or not todo):
+        if not force and store.is_done(key):
+            continue
+        store.mark_started(key)
+        t0 = time.perf_counter()
+        try:
+            record, samples = compute_estimator(cell, resources, key, suite.seed, progress)
+        except Exception as err:  # recorded, shown in the report, retried on the next run
+            logger.error("estimator %s on %s failed: %s", cell.name, cell.model, err)
             store.commit_failure(key, suite.name, config, "".join(traceback.format_exception_only(err)).strip())
             failed += 1
             continue

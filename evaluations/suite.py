@@ -18,6 +18,7 @@ from typing import Any
 from advbridge.bridge import ATTACKS, BACKENDS, AttackSpec
 
 from .data import DATASETS
+from .generators import GENERATIVE_MODELS
 from .zoo import ZOO
 
 if sys.version_info >= (3, 11):
@@ -26,23 +27,27 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 METRICS = ("clean_accuracy", "adversarial_accuracy", "error_rate", "success_rate", "mean_confidence_on_errors",
-           "median_l0", "median_l1", "median_l2", "median_linf", "mean_l2")
-TOP_KEYS = {"suite", "data", "quick", "attacks", "paper", "defense", "defenses"}
+           "median_l0", "median_l1", "median_l2", "median_linf", "mean_l2", "distortion_all",
+           "distortion_successful")
+TOP_KEYS = {"suite", "data", "quick", "attacks", "paper", "defense", "defenses", "estimators", "power_law"}
 SUITE_KEYS = {"name": str, "description": str, "seed": int, "models": list, "backends": list, "metrics": list,
               "data_note": str, "num_cpus": float, "num_gpus": float}
 DATA_KEYS = {"dataset": str, "split": str, "n": int, "seed": int, "correct_only": bool}
 QUICK_KEYS = {"n": int, "models": list, "params": dict, "attack_n": int}
 ATTACK_KEYS = {"name": str, "norm": str, "targeted": str, "params": dict, "backends": list, "n": int,
                "defaults": str, "label": str, "num_cpus": float, "num_gpus": float, "threats": list}
+ESTIMATOR_KEYS = {"name": str, "models": list, "n": int, "params": dict, "label": str}
+POWER_LAW_KEYS = {"max_eps": float, "n_boot": int, "attacks": list}
 PAPER_KEYS = {"model": str, "attack": str, "norm": str, "params": dict, "metric": str, "value": float,
               "source": str, "note": str, "threat": str, "label": str}
-DEFENSE_KEYS = {"threats": list, "reformer": str, "fit_n": int, "autoencoder": dict, "diverse": dict}
+DEFENSE_KEYS = {"threats": list, "reformer": str, "fit_n": int, "autoencoder": dict, "diverse": dict,
+                "generator": dict, "projection": dict, "enhanced": dict}
 SYSTEM_KEYS = {"name": str, "reformer": str, "detectors": list, "randomize": list, "query_size": int,
-               "description": str}
+               "description": str, "classifier": str}
 #: Per-system metrics recorded for every cell of a suite with [[defenses]] (``name[system]`` in the records).
 DEFENSE_METRICS = ("accuracy_with_defense", "accuracy_detector_only", "accuracy_reformer_only", "detection_rate",
                    "clean_accuracy_with_defense", "false_positive_rate")
-AUTOENCODER_NAME = re.compile(r"^(I|II|cifar|D\d+)$")
+AUTOENCODER_NAME = re.compile(r"^(I|II|cifar|D\d+|alphagan|invert)$")
 
 
 class SuiteError(ValueError):
@@ -64,6 +69,34 @@ class AttackEntry:
     num_cpus: float | None = None
     num_gpus: float | None = None
     threats: tuple[str, ...] | None = None  # overrides [defense].threats for this attack
+
+
+@dataclass(frozen=True)
+class EstimatorEntry:
+    """One ``[[estimators]]`` table: an estimator (``hardness``, ``meanfield``) run once per model."""
+
+    name: str
+    models: tuple[str, ...] | None
+    n: int | None
+    params: dict[str, Any]
+    label: str
+
+
+@dataclass(frozen=True)
+class EstimatorCell:
+    """One estimator on one model and data slice: a unit of work stored like an attack cell."""
+
+    suite: str
+    model: str
+    name: str
+    n: int
+    params: tuple[tuple[str, Any], ...]
+    label: str
+
+    def config(self, suite: "Suite", versions: dict[str, str]) -> dict[str, Any]:
+        """Everything that decides the estimate, which is what its key hashes."""
+        return {"estimator": self.name, "model": self.model, "params": dict(self.params), "seed": suite.seed,
+                "data": {**suite.data, "n": self.n}, "versions": versions}
 
 
 @dataclass(frozen=True)
@@ -96,7 +129,7 @@ class Cell:
             from .defended import resolved_defense_config
 
             config.update(threat=self.threat, defense=suite.defense, defenses=suite.defenses,
-                          autoencoders=resolved_defense_config(suite.defense))
+                          autoencoders=resolved_defense_config(suite.defense, suite.defenses))
         return config
 
 
@@ -122,6 +155,14 @@ class Suite:
     num_gpus: float = 0.0
     defense: dict[str, Any] = field(default_factory=dict)       # the [defense] table
     defenses: list[dict[str, Any]] = field(default_factory=list)  # the [[defenses]] systems
+    estimators: list[EstimatorEntry] = field(default_factory=list)  # the [[estimators]] tables
+    power_law: dict[str, Any] = field(default_factory=dict)       # the [power_law] table (fits in the report)
+
+    def estimator_cells(self) -> list[EstimatorCell]:
+        """Each estimator on each of its models (the suite's by default)."""
+        return [EstimatorCell(self.name, model, e.name, e.n if e.n is not None else self.data["n"],
+                              tuple(sorted(e.params.items())), e.label)
+                for e in self.estimators for model in (e.models or self.models)]
 
     @property
     def threats(self) -> tuple[str, ...]:
@@ -234,11 +275,9 @@ def load_suite(source: str | Path, *, quick: bool = False, text: str | None = No
     if not models:
         raise SuiteError(f"{loc.at('suite', 'models')}: empty grid: 'models' lists no model")
     for m in models:
-        if not isinstance(m, str):
-            raise SuiteError(f"{loc.at('suite', 'models')}: models must be strings, got {m!r}")
-        if ":" not in m and m not in ZOO:
-            raise SuiteError(f"{loc.at('suite', 'models')}: unknown model {m!r}; zoo models: {sorted(ZOO)} "
-                             "(or package.module:function)")
+        error = model_error(m)
+        if error:
+            raise SuiteError(f"{loc.at('suite', 'models')}: {error}")
     backends = tuple(suite_t.get("backends", ["art", "foolbox"]))
     for b in backends:
         if b not in BACKENDS:
@@ -250,10 +289,6 @@ def load_suite(source: str | Path, *, quick: bool = False, text: str | None = No
         if m not in METRICS:
             raise SuiteError(f"{loc.at('suite', 'metrics')}: unknown metric {m!r}; expected some of {list(METRICS)}")
 
-    raw_attacks = doc.get("attacks", [])
-    if not isinstance(raw_attacks, list) or not raw_attacks:
-        raise SuiteError(f"{where}: a suite needs at least one [[attacks]] table")
-    attacks = [_attack_entry(i, a, loc, quick_t if quick else {}) for i, a in enumerate(raw_attacks)]
     caps = dict(quick_t.get("params", {})) if quick else {}
     for key, value in caps.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -262,21 +297,28 @@ def load_suite(source: str | Path, *, quick: bool = False, text: str | None = No
         data["n"] = min(data["n"], quick_t["n"])
     defense = _table(doc, "defense", DEFENSE_KEYS, loc) if "defense" in doc else {}
     defenses = _defense_systems(doc, defense, loc)
+    raw_attacks = doc.get("attacks", [])
+    if not isinstance(raw_attacks, list) or (not raw_attacks and not doc.get("estimators")):
+        raise SuiteError(f"{where}: a suite needs at least one [[attacks]] or [[estimators]] table")
+    attacks = [_attack_entry(i, a, loc, quick_t if quick else {}, [d["name"] for d in defenses])
+               for i, a in enumerate(raw_attacks)]
     paper = [_paper_entry(i, p, loc, [d["name"] for d in defenses]) for i, p in enumerate(doc.get("paper", []))]
+    estimators = [_estimator_entry(i, e, loc, quick_t if quick else {}) for i, e in enumerate(doc.get("estimators", []))]
+    power_law = _table(doc, "power_law", POWER_LAW_KEYS, loc) if "power_law" in doc else {}
     suite = Suite(name=suite_t["name"], path=path, text=text, description=suite_t.get("description", ""),
                   seed=suite_t.get("seed", 0), models=list(models), backends=backends, metrics=metrics, data=data,
                   attacks=attacks, paper=paper, data_note=suite_t.get("data_note", ""), quick=quick, caps=caps,
                   num_cpus=float(suite_t.get("num_cpus", 1.0)), num_gpus=float(suite_t.get("num_gpus", 0.0)),
-                  defense=defense, defenses=defenses)
+                  defense=defense, defenses=defenses, estimators=estimators, power_law=power_law)
     for where_, value in (("num_cpus", suite.num_cpus), ("num_gpus", suite.num_gpus)):
         if value < 0 or (where_ == "num_cpus" and value == 0):
             raise SuiteError(f"{loc.at('suite', where_)}: {where_} must be {'> 0' if where_ == 'num_cpus' else '>= 0'}")
-    if not suite.cells():
+    if not suite.cells() and not suite.estimator_cells():
         raise SuiteError(f"{where}: the suite expands to no cell (no backend implements its attacks)")
     return suite
 
 
-def _attack_entry(i: int, raw: Any, loc: "_Locator", quick: dict[str, Any]) -> AttackEntry:
+def _attack_entry(i: int, raw: Any, loc: "_Locator", quick: dict[str, Any], systems: list[str] = ()) -> AttackEntry:
     table = f"attacks[{i}]"
     if not isinstance(raw, dict):
         raise SuiteError(f"{loc.where}: [[attacks]] #{i + 1} must be a table")
@@ -316,38 +358,88 @@ def _attack_entry(i: int, raw: Any, loc: "_Locator", quick: dict[str, Any]) -> A
             raise SuiteError(f"{loc.at(table, key)}: {key} must be {'> 0' if key == 'num_cpus' else '>= 0'}")
     threats = raw.get("threats")
     if threats is not None:
-        _check_threats(threats, loc, table)
+        _check_threats(threats, loc, table, systems)
     return AttackEntry(name, norm, raw.get("targeted", "none"), params, backends, n, defaults, label,
                        float(raw["num_cpus"]) if "num_cpus" in raw else None,
                        float(raw["num_gpus"]) if "num_gpus" in raw else None,
                        tuple(threats) if threats is not None else None)
 
 
-def _check_threats(threats: list, loc: "_Locator", table: str) -> None:
+def model_error(name: Any) -> str | None:
+    """Why ``name`` is not a model a suite can use, or ``None``: a zoo model, a trained variant
+    (``<zoo model>+<variant>``), a generative model, or ``package.module:function``."""
+    if not isinstance(name, str):
+        return f"models must be strings, got {name!r}"
+    if ":" in name or name in ZOO or name in GENERATIVE_MODELS:
+        return None
+    if "+" in name:
+        from .training import validate_variant
+
+        return validate_variant(name)
+    return (f"unknown model {name!r}; zoo models: {sorted(ZOO)}, generative models: {sorted(GENERATIVE_MODELS)}, "
+            "trained variants <zoo model>+<variant> (or package.module:function)")
+
+
+def _estimator_entry(i: int, raw: Any, loc: "_Locator", quick: dict[str, Any]) -> EstimatorEntry:
+    from .estimators import ESTIMATORS
+
+    table = f"estimators[{i}]"
+    if not isinstance(raw, dict):
+        raise SuiteError(f"{loc.where}: [[estimators]] #{i + 1} must be a table")
+    _check_table(raw, ESTIMATOR_KEYS, loc, table)
+    name = raw.get("name")
+    if name not in ESTIMATORS:
+        raise SuiteError(f"{loc.at(table, 'name')}: unknown estimator {name!r}; expected one of {sorted(ESTIMATORS)}")
+    error = ESTIMATORS[name].validate(raw.get("params", {}))
+    if error:
+        raise SuiteError(f"{loc.at(table, 'params')}: estimator {name!r}: {error}")
+    n = raw.get("n")
+    if quick.get("n") is not None and n is not None:
+        n = min(n, quick["n"])
+    if n is not None and n < 1:
+        raise SuiteError(f"{loc.at(table, 'n')}: n must be a positive integer, got {n}")
+    models = tuple(raw["models"]) if "models" in raw else None
+    for m in models or ():
+        error = model_error(m)
+        if error:
+            raise SuiteError(f"{loc.at(table, 'models')}: {error}")
+    return EstimatorEntry(name, models, n, dict(raw.get("params", {})), raw.get("label", name))
+
+
+def _check_threats(threats: list, loc: "_Locator", table: str, systems: list[str] = ()) -> None:
     if not threats:
         raise SuiteError(f"{loc.at(table, 'threats')}: empty grid: 'threats' lists no threat")
     for threat in threats:
-        kind, _, ae = str(threat).partition(":")
-        if kind not in ("oblivious", "adaptive") or (ae and not AUTOENCODER_NAME.match(ae)) or \
-                (kind == "oblivious" and ae):
+        kind, _, target = str(threat).partition(":")
+        if kind not in ("oblivious", "adaptive") or (kind == "oblivious" and target) or \
+                (target and not AUTOENCODER_NAME.match(target) and target not in systems):
             raise SuiteError(f"{loc.at(table, 'threats')}: unknown threat {threat!r}; expected 'oblivious', "
-                             "'adaptive' or 'adaptive:<autoencoder>' (I, II, cifar, D0, D1, ...)")
+                             "'adaptive', 'adaptive:<autoencoder>' (I, II, cifar, D0, D1, ..., invert, alphagan) or "
+                             f"'adaptive:<system>' (one of {list(systems)})")
 
 
 def _defense_systems(doc: dict[str, Any], defense: dict[str, Any], loc: "_Locator") -> list[dict[str, Any]]:
     """Validate ``[defense]`` and the ``[[defenses]]`` systems (names, detectors, autoencoders, threats)."""
-    from .defended import AutoencoderRecipe, DiverseRecipe, validate_detector
+    from .defended import (CLASSIFIERS, AutoencoderRecipe, DiverseRecipe, EnhancedRecipe, ProjectionSettings,
+                           validate_detector, validate_projection, validate_recipe)
+    from .generators import GeneratorRecipe
 
     raw = doc.get("defenses", [])
     if defense and not raw:
         raise SuiteError(f"{loc.at('defense', None)}: [defense] needs at least one [[defenses]] system")
-    for key, recipe in (("autoencoder", AutoencoderRecipe), ("diverse", DiverseRecipe)):
+    for key, recipe in (("autoencoder", AutoencoderRecipe), ("diverse", DiverseRecipe),
+                        ("generator", GeneratorRecipe), ("projection", ProjectionSettings),
+                        ("enhanced", EnhancedRecipe)):
         unknown = set(defense.get(key, {})) - set(recipe.__dataclass_fields__)
         if unknown:
             raise SuiteError(f"{loc.at('defense', key)}: unknown {key} field(s) {sorted(unknown)}; expected some of "
                              f"{sorted(recipe.__dataclass_fields__)}")
-    if "threats" in defense:
-        _check_threats(defense["threats"], loc, "defense")
+        error = validate_recipe(recipe, defense.get(key, {}))
+        if error:
+            raise SuiteError(f"{loc.at('defense', key)}: [defense].{key}: {error}")
+    error = validate_projection(defense.get("projection", {}))
+    if error:
+        raise SuiteError(f"{loc.at('defense', 'projection')}: [defense].projection: {error}")
     systems: list[dict[str, Any]] = []
     for i, cfg in enumerate(raw if isinstance(raw, list) else [raw]):
         table = f"defenses[{i}]"
@@ -371,8 +463,8 @@ def _defense_systems(doc: dict[str, Any], defense: dict[str, Any], loc: "_Locato
         else:
             reformer = cfg.get("reformer", "none")
             if reformer != "none" and not AUTOENCODER_NAME.match(reformer):
-                raise SuiteError(f"{loc.at(table, 'reformer')}: reformer must be 'none' or an autoencoder name "
-                                 f"(I, II, cifar, D0, ...), got {reformer!r}")
+                raise SuiteError(f"{loc.at(table, 'reformer')}: reformer must be 'none', an autoencoder name "
+                                 f"(I, II, cifar, D0, ..., alphagan) or 'invert', got {reformer!r}")
             detectors = cfg.get("detectors", [])
             if not detectors and reformer == "none":
                 raise SuiteError(f"{loc.at(table, None)}: defense {name!r} needs detectors or a reformer")
@@ -382,7 +474,12 @@ def _defense_systems(doc: dict[str, Any], defense: dict[str, Any], loc: "_Locato
                     error = f"{loc.at(table, 'detectors')}: unknown autoencoder {detector['ae']!r}"
                 if error:
                     raise SuiteError(error)
+            if cfg.get("classifier", "base") not in CLASSIFIERS:
+                raise SuiteError(f"{loc.at(table, 'classifier')}: classifier must be one of {list(CLASSIFIERS)}, "
+                                 f"got {cfg['classifier']!r}")
         systems.append(copy.deepcopy(cfg))
+    if "threats" in defense:
+        _check_threats(defense["threats"], loc, "defense", [s["name"] for s in systems])
     return systems
 
 

@@ -167,9 +167,37 @@ def load_model(name: str, dataset: str = "mnist5k", *, seed: int = 0, device: st
                     fresh, {"description": entry.description})
 
 
+def cached_modules(folder: str, name: str, blob: dict[str, Any], build: Callable[[], list[nn.Module]],
+                   train: Callable[[list[nn.Module]], None]) -> tuple[list[nn.Module], Path, bool]:
+    """Modules from ``build()`` with weights from ``cache_root()/folder`` or from ``train(modules)`` (then cached).
+
+    :param blob: Everything that decides the weights (recipe, data set, seed, a recipe version); hashed into the
+        file name together with the torch version.
+    :returns: The modules in eval mode, the checkpoint path and whether they were trained just now.
+    """
+    key = hashlib.sha256(json.dumps({**blob, "torch": torch.__version__.split("+")[0]}, sort_keys=True,
+                                    default=str).encode())
+    path = cache_root() / folder / f"{name}-{key.hexdigest()[:16]}.pt"
+    modules = build()
+    fresh = not path.exists()
+    if not fresh:
+        states = torch.load(path, map_location="cpu", weights_only=True)
+        for module, state in zip(modules, states["state_dicts"], strict=True):
+            module.load_state_dict(state)
+    else:
+        train(modules)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        torch.save({"state_dicts": [{k: v.cpu() for k, v in m.state_dict().items()} for m in modules]}, tmp)
+        os.replace(tmp, path)
+        logger.info("trained %s, cached at %s", name, path)
+    return [m.eval() for m in modules], path, fresh
+
+
 def resolve_model(spec: str, dataset: str, seed: int, device: str | None, data=None,
                   data_root: str | None = None) -> tuple[Model, dict[str, Any]]:
-    """A zoo name, or ``package.module:function`` returning a bridge ``Model``."""
+    """A zoo name, a training variant (``<zoo name>+<variant>``, ``training.TRAINING_VARIANTS``), a generative model
+    (``generators.GENERATIVE_MODELS``), or ``package.module:function``."""
     if ":" in spec:
         module_name, _, func_name = spec.partition(":")
         try:
@@ -180,6 +208,14 @@ def resolve_model(spec: str, dataset: str, seed: int, device: str | None, data=N
         if not isinstance(model, Model):
             raise TypeError(f"model {spec!r} must return an advbridge.bridge.Model, got {type(model).__name__}")
         return model, {"model": spec}
+    if "+" in spec:  # a training variant, <zoo name>+<variant> (training.TRAINING_VARIANTS)
+        from .training import load_variant
+
+        return load_variant(spec, dataset, seed=seed, device=device, data=data, data_root=data_root)
+    from .generators import GENERATIVE_MODELS, load_generative_classifier
+
+    if spec in GENERATIVE_MODELS:
+        return load_generative_classifier(spec, dataset, seed=seed, device=device, data=data, data_root=data_root)
     zoo = load_model(spec, dataset, seed=seed, device=device, data=data, data_root=data_root)
     return zoo.model, {"model": spec, "test_accuracy": zoo.test_accuracy, "cache": str(zoo.path)}
 

@@ -9,13 +9,17 @@ from .deepfool import DEEPFOOL
 from .ead import EAD
 from .fgsm import FGSM
 from .jsma import JSMA
+from .kos_base import KosAttack
+from .kos_classifier import KOS_CLASSIFIER, KosClassifierAttack
+from .kos_latent import KOS_LATENT, KosLatentAttack
+from .kos_vae import KOS_VAE, KosVAEAttack
 from .lbfgs import LBFGS, LBFGS_ATTACK
 from .newtonfool import NEWTONFOOL
 from .pgd import PGD
 from .step_ll import STEP_LL, StepLL
 
 ATTACKS: dict[str, AttackDef] = {a.name: a for a in (
-    FGSM, BIM, PGD, CW, EAD, DEEPFOOL, NEWTONFOOL, JSMA, STEP_LL, LBFGS_ATTACK)}
+    FGSM, BIM, PGD, CW, EAD, DEEPFOOL, NEWTONFOOL, JSMA, STEP_LL, LBFGS_ATTACK, KOS_CLASSIFIER, KOS_LATENT, KOS_VAE)}
 
 
 def get_attack(name: str) -> AttackDef:
@@ -25,5 +29,5 @@ def get_attack(name: str) -> AttackDef:
     return ATTACKS[name]
 
 
-__all__ = ["ATTACKS", "BACKENDS", "NORMS", "TARGET_MODES", "AttackDef", "BuildContext", "KnownCause", "LBFGS",
-           "StepLL", "get_attack"]
+__all__ = ["ATTACKS", "BACKENDS", "NORMS", "TARGET_MODES", "AttackDef", "BuildContext", "KnownCause", "KosAttack",
+           "KosClassifierAttack", "KosLatentAttack", "KosVAEAttack", "LBFGS", "StepLL", "get_attack"]

@@ -65,4 +65,4 @@ def test_audit_on_a_user_chosen_model(tmp_path):
     own = {r["backend"]: r["params"] for r in records if r["label"] == "deepfool (toolkit defaults)"}
     assert own["art"]["overshoot"] == 1e-6 and own["foolbox"]["overshoot"] == 0.02
     report = (out / "report.md").read_text()
-    assert "## ART vs Foolbox, sample by sample" in report and "newtonfool (toolkit defaults)" in report
+    assert "## Backends compared, sample by sample" in report and "newtonfool (toolkit defaults)" in report

@@ -87,7 +87,7 @@ def test_run_writes_store_and_reports(small_run):
     csv_lines = (out / "results.csv").read_text().strip().splitlines()
     assert len(csv_lines) == 9 and csv_lines[0].startswith("suite,cell,model")
     report = (out / "report.md").read_text()
-    assert "## ART vs Foolbox, sample by sample" in report and "security_small_fgsm_linf.png" in report
+    assert "## Backends compared, sample by sample" in report and "security_small_fgsm_linf.png" in report
     assert (out / "plots" / "security_small_fgsm_linf.png").stat().st_size > 1000
     assert list((out / "plots").glob("minimal_small_*deepfool*.png"))
     assert json.loads(next((out / "crossval").glob("*fgsm*eps0.1/crossval.json")).read_text())["agreement"] == 1.0

@@ -1,0 +1,133 @@
+"""The (source, target) attack-success matrices of Kos, Fischer & Song (2017) (algorithms.md §4.3–4.4).
+
+For each pair of source class ``s`` (the true label) and target class ``t ≠ s``, over the samples attacked from
+``s`` toward ``t``:
+
+- ``AS_ignore-target = mean(ŷ ≠ s)`` (the attack moved the prediction anywhere else),
+- ``AS_target = mean(ŷ = t)`` (it reached the target),
+
+with ``ŷ`` the reconstruction-feedback prediction. ``AS_target ≤ AS_ignore-target`` cell by cell. The
+paper's MNIST classifier-attack numbers (§4.4) are here as constants to compare with.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Paper, MNIST classifier attack: per-source mean (AS_ignore-target, AS_target) in % over the 9 targets.
+PAPER_PER_SOURCE: dict[int, tuple[float, float]] = {
+    0: (24.8, 7.9), 1: (34.7, 14.2), 2: (54.3, 21.9), 3: (52.9, 26.8), 4: (64.4, 38.4),
+    5: (42.8, 21.8), 6: (43.6, 7.3), 7: (55.1, 17.3), 8: (87.8, 42.9), 9: (60.3, 24.0)}
+#: Paper: mean (AS_ignore-target, AS_target) in % over all 90 pairs.
+PAPER_MEAN: tuple[float, float] = (52.0, 22.3)
+#: Paper: example cells (source, target) -> (AS_ignore-target, AS_target) in %.
+PAPER_CELLS: dict[tuple[int, int], tuple[float, float]] = {
+    (0, 4): (75.90, 0.00), (1, 0): (99.20, 77.60), (8, 6): (100.00, 57.95), (9, 7): (47.83, 43.48)}
+#: Paper: per-source sample counts inferred from the percentages (992 images in all).
+PAPER_SOURCE_COUNTS: dict[int, int] = {0: 83, 1: 125, 2: 114, 3: 107, 4: 110, 5: 87, 6: 87, 7: 99, 8: 88, 9: 92}
+
+
+def _labels(name: str, values: Any, nb_classes: int, n: int | None) -> np.ndarray:
+    arr = np.asarray(values.detach().cpu() if hasattr(values, "detach") else values)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array of class indices, got shape {arr.shape}")
+    if n is not None and len(arr) != n:
+        raise ValueError(f"{name} must have {n} entries like source, got {len(arr)}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        if not np.all(np.equal(np.mod(arr, 1), 0)):
+            raise ValueError(f"{name} must hold integer class indices")
+        arr = arr.astype(np.int64)
+    arr = arr.astype(np.int64)
+    if arr.size and (arr.min() < 0 or arr.max() >= nb_classes):
+        raise ValueError(f"{name} must lie in [0, {nb_classes}), got {arr.min()}..{arr.max()}")
+    return arr
+
+
+def as_matrices(source: Any, target: Any, pred: Any, nb_classes: int = 10) -> dict[str, np.ndarray]:
+    """Per-(source, target) attack success rates, as fractions in [0, 1].
+
+    :param source: True labels ``(N,)``.
+    :param target: Target labels ``(N,)``.
+    :param pred: Predictions on the adversarial inputs ``(N,)`` (reconstruction feedback in the paper).
+    :param nb_classes: ``K``.
+    :return: ``{"as_ignore_target": (K, K), "as_target": (K, K), "counts": (K, K) int}`` indexed
+        ``[source, target]``; rates are NaN on the diagonal and where a pair has no samples.
+    """
+    if isinstance(nb_classes, bool) or not isinstance(nb_classes, (int, np.integer)) or nb_classes < 2:
+        raise ValueError(f"nb_classes must be an integer >= 2, got {nb_classes!r}")
+    s = _labels("source", source, nb_classes, None)
+    t = _labels("target", target, nb_classes, len(s))
+    p = _labels("pred", pred, nb_classes, len(s))
+    k = int(nb_classes)
+    counts = np.zeros((k, k), dtype=np.int64)
+    moved = np.zeros((k, k), dtype=np.float64)
+    hit = np.zeros((k, k), dtype=np.float64)
+    np.add.at(counts, (s, t), 1)
+    np.add.at(moved, (s, t), (p != s).astype(np.float64))
+    np.add.at(hit, (s, t), (p == t).astype(np.float64))
+    valid = counts > 0
+    valid[np.diag_indices(k)] = False
+    as_ignore = np.full((k, k), np.nan)
+    as_target = np.full((k, k), np.nan)
+    as_ignore[valid] = moved[valid] / counts[valid]
+    as_target[valid] = hit[valid] / counts[valid]
+    return {"as_ignore_target": as_ignore, "as_target": as_target, "counts": counts}
+
+
+def per_source_means(matrix: np.ndarray) -> np.ndarray:
+    """Mean of each row over its non-NaN cells (the paper's per-source means); NaN for an all-NaN row."""
+    m = np.asarray(matrix, dtype=np.float64)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"matrix must be square (K, K), got shape {m.shape}")
+    finite = ~np.isnan(m)
+    n = finite.sum(1)
+    sums = np.where(finite, m, 0.0).sum(1)
+    out = np.full(m.shape[0], np.nan)
+    out[n > 0] = sums[n > 0] / n[n > 0]
+    return out
+
+
+def overall_mean(matrix: np.ndarray) -> float:
+    """Unweighted mean over the non-NaN cells (the paper's mean over the 90 pairs); NaN when none."""
+    m = np.asarray(matrix, dtype=np.float64)
+    finite = m[~np.isnan(m)]
+    return float(finite.mean()) if finite.size else float("nan")
+
+
+def plot_matrix(matrix: np.ndarray, path: str | Path, title: str) -> Path:
+    """Save a heatmap of a (source, target) rate matrix (fractions) as PNG, each cell annotated in %.
+
+    :return: The written path.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = np.asarray(matrix, dtype=np.float64)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"matrix must be square (K, K), got shape {m.shape}")
+    k = m.shape[0]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(0.55 * k + 2.2, 0.55 * k + 1.6))
+    image = ax.imshow(np.ma.masked_invalid(m), vmin=0.0, vmax=1.0, cmap="viridis")
+    for i in range(k):
+        for j in range(k):
+            if np.isnan(m[i, j]):
+                continue
+            ax.text(j, i, f"{100 * m[i, j]:.0f}%", ha="center", va="center", fontsize=7,
+                    color="black" if m[i, j] > 0.6 else "white")
+    ax.set_xticks(range(k))
+    ax.set_yticks(range(k))
+    ax.set_xlabel("target class")
+    ax.set_ylabel("source class")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
