@@ -24,7 +24,9 @@ bench: $(STAMP)
 	$(PY) bench/bench_bridge.py $(BENCH_ARGS)
 	$(PY) bench/bench_defenses.py
 	$(PY) bench/bench_invert.py
+	$(PY) bench/bench_hardness.py
+	$(PY) bench/bench_meanfield.py
 	$(PY) bench/bench_ray.py
 
 clean:
-	rm -rf $(VENV) advbridge-demo bench/results.json bench/ray_results.json bench/defense_results.json bench/invert_results.json
+	rm -rf $(VENV) advbridge-demo bench/results.json bench/ray_results.json bench/defense_results.json bench/invert_results.json bench/hardness_results.json bench/meanfield_results.json

@@ -448,6 +448,65 @@ params = {{ saliency_on = {json.dumps(args.saliency_on)}{levels} }}
     return code
 
 
+#: ``advbridge meanfield``'s attacks and small-ε grids (those of the ``cubuk_power_law`` suite).
+MEANFIELD_ATTACKS = (("L2-FGM", "fgsm", "l2", [0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0], ""),
+                     ("FGSM", "fgsm", "linf", [0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.07, 0.1], ""),
+                     ("PGD", "pgd", "linf", [0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.07, 0.1], ", steps = 40"),
+                     ("step-l.l.", "step_ll", "linf", [0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.07, 0.1], ""))
+
+
+def cmd_meanfield(args: argparse.Namespace) -> int:
+    import json
+
+    from advbridge.bridge.io import atomic_write_text
+
+    from .estimator_report import fit_groups
+    from .store import ResultStore
+
+    attacks = "".join(f"""
+[[attacks]]
+name = "{name}"
+label = "{label}"
+norm = "{norm}"
+params = {{ eps = {json.dumps(grid)}{extra} }}
+""" for label, name, norm, grid, extra in MEANFIELD_ATTACKS)
+    text = f"""[suite]
+name = "meanfield"
+models = [{json.dumps(args.model)}]
+backends = ["art"]
+seed = {0 if args.seed is None else args.seed}
+[data]
+dataset = {json.dumps(args.dataset)}
+split = "test"
+n = {args.n}
+[power_law]
+max_eps = {{ linf = {args.max_eps_linf}, l2 = {args.max_eps_l2} }}
+[[estimators]]
+name = "meanfield"
+{attacks}"""
+    suite = load_suite("meanfield", text=text)
+    args.force, args.executor, args.address, args.max_retries = False, "local", None, None
+    code = _run(suite, args)
+    out = Path(args.out)
+    record = _estimator_record(out, "meanfield", "meanfield")
+    with ResultStore(out / "results.db") as store:
+        done = [c for c in store.cells(suite="meanfield", status="done") if c["record"].get("kind") != "estimator"]
+    fits = fit_groups(done, suite.power_law, suite.seed)
+    l2 = record["result"]["l2_fgm"]
+    doc = {"model": args.model, "n": record["n"], "gamma_mean_by_rank": l2["gamma_mean_by_rank"],
+           "eps_mf_median": l2["eps_mf_median"], "eps_lin_median": l2["eps_lin_median"],
+           "directions": record["result"],
+           "power_law": {key[1]: (fit.to_dict() if not isinstance(fit, str) else {"error": fit})
+                         for key, fit in sorted(fits.items())}}
+    atomic_write_text(out / "meanfield.json", json.dumps(doc, indent=2))
+    print(f"{args.model}: median ε̂_lin {doc['eps_lin_median']:.4g}, median ε̂_MF {doc['eps_mf_median']:.4g} (L2-FGM)")
+    for label, fit in doc["power_law"].items():
+        print(f"  {label:<10} " + (f"B = {fit['B']:.2f} [{fit['B_ci'][0]:.2f}, {fit['B_ci'][1]:.2f}], A = {fit['A']:.3g}"
+                                   if "B" in fit else fit["error"]))
+    print(f"wrote {out / 'meanfield.json'}")
+    return code
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     info = write_reports(args.dir)
     print(f"rendered {info['records']} cells ({info['failed']} failed) and {len(info['plots'])} plots into {args.dir}")
@@ -577,6 +636,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder: hardness.json, heatmaps, report.md, a resumable store")
     _common(p)
     p.set_defaults(func=cmd_hardness)
+
+    p = sub.add_parser("meanfield", help="mean-field and linear-response ε, and power-law fits; write DIR/meanfield.json")
+    p.add_argument("--model", default="mnist_cnn", help="zoo name or package.module:function returning a Model")
+    p.add_argument("--n", type=int, default=500, help="test images (default 500)")
+    p.add_argument("--max-eps-linf", type=float, default=0.05, help="largest L∞ ε in the power-law fits (0.05)")
+    p.add_argument("--max-eps-l2", type=float, default=0.5, help="largest L2 ε in the power-law fits (0.5)")
+    p.add_argument("--dataset", default="mnist5k", choices=("mnist5k", "mnist"), help="data set (default mnist5k)")
+    p.add_argument("--data-root", default=None, help="folder with MNIST files for --dataset mnist")
+    p.add_argument("--out", required=True, help="output folder: meanfield.json, plots, report.md, a resumable store")
+    _common(p)
+    p.set_defaults(func=cmd_meanfield)
 
     p = sub.add_parser("report", help="re-render report.md, results.json/.csv and plots from DIR/results.db")
     p.add_argument("dir", help="a run's output folder")

@@ -37,6 +37,9 @@ def estimator_plots(estimates: list[dict[str, Any]], done: list[dict[str, Any]],
                                   res["time_s"], res["vjp_calls"], res["vjp_calls_separate_runs"],
                                   saliency_on=res["saliency_on"])
             written += [f"plots/{p.name}" for p in plot_hardness(view, folder, stem)]
+        if r["estimator"] == "meanfield":
+            written += _meanfield_plots(c, [d for d in done if d["record"]["suite"] == r["suite"]
+                                            and d["record"]["model"] == r["model"]], folder, stem)
     for suite, config in suite_fits.items():
         written += _power_law_plots(suite, [c for c in done if c["record"]["suite"] == suite], config, folder)
     return written
@@ -66,14 +69,79 @@ def estimator_markdown(suite, estimates: list[dict[str, Any]], done: list[dict[s
         lines.append("")
         own = [p for p in plots if Path(p).name.startswith("hardness_")]
         lines += [f"![{p}]({p})" for p in own] + [""]
+    meanfield = [c for c in estimates if c["record"]["estimator"] == "meanfield"]
+    if meanfield:
+        lines += ["## Linear response and mean field (Cubuk et al. §6.3–6.5)", "",
+                  "Γ = JᵀJδ/‖Jδ‖ (L2-FGM) or Jᵀsign(Jδ) (FGSM) from one VJP and one linearised forward pass. ε̂_lin: the "
+                  "first logit crossing under the linear response; ε̂_MF = Δ₁₂/(⟨Γ₂⟩ − ⟨Γ₁⟩) with the rank-indexed "
+                  "data-set means. Medians over the correctly classified inputs; a_j: the small-Δ density exponent "
+                  "of the logit gap Δ₁ⱼ (i.i.d. logits predict j − 2). The predicted curves P(ε̂ < ε) ignore the "
+                  "clipping to [0, 1] that the measured attacks apply, so they sit above the measured error at "
+                  "large ε.", "",
+                  "| model | attack | method | median ε̂_lin | median ε̂_MF | ⟨Γ₁⟩, ⟨Γ₂⟩, ⟨Γ₃⟩ | a₂, a₃, a₄ |",
+                  "|---|---|---|---|---|---|---|"]
+        for c in meanfield:
+            r = c["record"]
+            for name, res in r["result"].items():
+                gammas = ", ".join(f"{v:.3g}" for v in res["gamma_mean_by_rank"][:3])
+                exps = ", ".join(f"{res['exponents'].get(str(j), float('nan')):.2f}" for j in (2, 3, 4))
+                lines.append(f"| {r['model']} | {'L2-FGM' if name == 'l2_fgm' else 'FGSM'} | {res['method']} | "
+                             f"{res['eps_lin_median']:.4g} | {res['eps_mf_median']:.4g} | {gammas} | {exps} |")
+        lines.append("")
+        own = [p for p in plots if Path(p).name.startswith("meanfield_")]
+        lines += [f"![{p}]({p})" for p in own] + [""]
     if suite is not None and suite.power_law:
         lines += _power_law_markdown(suite, done, plots)
     return lines
 
 
+#: The measured attack each mean-field direction predicts: (attack, norm).
+MEASURED_BY = {"l2_fgm": ("fgsm", "l2"), "fgsm": ("fgsm", "linf")}
+
+
+def _meanfield_plots(cell: dict[str, Any], done: list[dict[str, Any]], folder: Path, stem: str) -> list[str]:
+    """P(ε̂_lin < ε) and P(ε̂_MF < ε) against the error measured by the suite's FGSM / L2-FGM cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    samples = cell["samples"]
+    used = np.asarray(samples.get("used", []), bool)
+    written = []
+    for name in cell["record"]["result"]:
+        attack, norm = MEASURED_BY[name]
+        measured = sorted((float(d["record"]["setting"]["eps"]), d["record"]["metrics"]["clean_accuracy"]
+                           - d["record"]["metrics"]["adversarial_accuracy"], d["record"]["backend"])
+                          for d in done if d["record"]["attack"] == attack and d["record"]["norm"] == norm
+                          and "eps" in d["record"]["setting"] and d["record"]["threat"] == "none")
+        top = max([m[0] for m in measured] + [1e-3])
+        grid = np.linspace(0, top * 1.05, 200)
+        fig, ax = plt.subplots(figsize=(5.0, 3.6))
+        for kind in ("lin", "mf"):
+            values = np.array([np.inf if v is None else v for v in samples[f"eps_{kind}[{name}]"]], float)[used]
+            ax.plot(grid, [(values < e).mean() for e in grid], label=f"predicted P(ε̂_{kind} < ε)")
+        for backend in sorted({m[2] for m in measured}):
+            pts = [(e, v) for e, v, b in measured if b == backend]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", linestyle="--",
+                    label=f"measured {attack} {norm} ({backend})")
+        ax.set_xlabel(f"ε ({'L2' if name == 'l2_fgm' else 'L∞'})")
+        ax.set_ylabel("adversarial error")
+        ax.set_title(f"{cell['record']['model']}: {'L2-FGM' if name == 'l2_fgm' else 'FGSM'}", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = folder / f"meanfield_{stem.removeprefix('meanfield_')}_{name}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(f"plots/{path.name}")
+    return written
+
+
 # --------------------------------------------------------------------------- power law
 def power_law_groups(done: list[dict[str, Any]], attacks: list[str] | None = None,
-                     max_eps: float | None = None) -> dict[tuple, dict[str, Any]]:
+                     max_eps: dict[str, float] | None = None) -> dict[tuple, dict[str, Any]]:
     """Per (model, attack label, norm, backend, threat): the ε grid, err_adv(ε) = clean − adversarial accuracy,
     and the per-sample contributions (clean correct − adversarial correct) for the bootstrap."""
     groups: dict[tuple, list] = defaultdict(list)
@@ -81,7 +149,7 @@ def power_law_groups(done: list[dict[str, Any]], attacks: list[str] | None = Non
         r = c["record"]
         if "eps" not in r["setting"] or (attacks and r["attack"] not in attacks):
             continue
-        if max_eps is not None and float(r["setting"]["eps"]) > max_eps:
+        if max_eps and r["norm"] in max_eps and float(r["setting"]["eps"]) > max_eps[r["norm"]]:
             continue
         groups[(r["model"], r["label"], r["attack"], r["norm"], r["backend"], r["threat"])].append(c)
     out = {}
@@ -118,8 +186,8 @@ def _power_law_markdown(suite, done: list[dict[str, Any]], plots: list[str]) -> 
     fits = fit_groups(done, suite.power_law, suite.seed)
     lines = ["## Power law of the adversarial error (Cubuk et al. §6.1)", "",
              "err_adv(ε) = clean accuracy − accuracy under attack, fitted as A·ε^B by least squares in log-log over the "
-             "grid points with err > 0" + (f" and ε ≤ {suite.power_law['max_eps']}" if "max_eps" in suite.power_law
-                                            else "") + "; 95% bootstrap interval of B over the attacked inputs.", "",
+             "grid points with err > 0" + "".join(f", ε ≤ {v} ({k})" for k, v in suite.power_law.get("max_eps", {}).items())
+             + "; 95% bootstrap interval of B over the attacked inputs.", "",
              "| model | attack | norm | backend | threat | points | A | B | B 95% CI | paper B (MNIST) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for (model, label, attack, norm, backend, threat), fit in sorted(fits.items(), key=lambda kv: kv[0]):

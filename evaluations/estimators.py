@@ -65,7 +65,42 @@ def _hardness(model: Model, x: torch.Tensor, y: torch.Tensor, params: dict[str, 
     return metrics, result.to_dict(), result.per_pair
 
 
+MEANFIELD_PARAMS = {"directions": ["l2", "sign"], "batch_size": 256, "method": "auto", "quantile": 0.2}
+
+
+def _validate_meanfield(params: dict[str, Any]) -> str | None:
+    error = _check_keys(params, MEANFIELD_PARAMS)
+    if error:
+        return error
+    directions = params.get("directions", MEANFIELD_PARAMS["directions"])
+    if not isinstance(directions, list) or not directions or any(d not in ("l2", "sign") for d in directions):
+        return f"directions must list 'l2' (L2-FGM) and/or 'sign' (FGSM), got {directions!r}"
+    if params.get("method", "auto") not in ("auto", "linearized", "double_vjp", "jvp", "jacobian"):
+        return f"method must be auto, linearized, double_vjp, jvp or jacobian, got {params.get('method')!r}"
+    return None
+
+
+def _meanfield(model: Model, x: torch.Tensor, y: torch.Tensor, params: dict[str, Any], progress: bool = True):
+    from .meanfield import estimate_meanfield
+
+    p = {**MEANFIELD_PARAMS, **params}
+    metrics, result, samples = {}, {}, {}
+    for direction in p["directions"]:
+        est = estimate_meanfield(model, x, y, direction=direction, batch_size=p["batch_size"], method=p["method"],
+                                 quantile=p["quantile"])
+        name = "l2_fgm" if direction == "l2" else "fgsm"
+        metrics[f"eps_lin_median[{name}]"] = est.eps_lin_median
+        metrics[f"eps_mf_median[{name}]"] = est.eps_mf_median
+        result[name] = est.to_dict(arrays=False)
+        samples[f"eps_lin[{name}]"] = [None if not v < float("inf") else float(v) for v in est.eps_lin]
+        samples[f"eps_mf[{name}]"] = [None if not v < float("inf") else float(v) for v in est.eps_mf]
+        samples["used"] = [bool(v) for v in est.used]
+    return metrics, result, samples
+
+
 ESTIMATORS: dict[str, Estimator] = {
+    "meanfield": Estimator(_validate_meanfield, _meanfield,
+                           "Cubuk's linear-response and mean-field ε estimates, ⟨Γ⟩ by rank and logit-gap exponents"),
     "hardness": Estimator(_validate_hardness, _hardness,
                           "Papernot's hardness matrix, adversarial distance and robustness from one JSMA pass"),
 }

@@ -117,7 +117,7 @@ class Resources:
             model = self.model(model_name)
             x, y, _ = self.slice(model_name, n)
             flags = []
-            xg = x.to(model.device).requires_grad_(True)
+            xg = x.to(model.device).detach().clone().requires_grad_(True)  # never flag the shared slice
             loss = torch.nn.functional.cross_entropy(model.pipeline(xg), y.to(model.device), reduction="sum")
             grad, = torch.autograd.grad(loss, xg)
             zero = float((grad.flatten(1).abs().amax(1) == 0).float().mean())

@@ -35,9 +35,9 @@ SUITE_KEYS = {"name": str, "description": str, "seed": int, "models": list, "bac
 DATA_KEYS = {"dataset": str, "split": str, "n": int, "seed": int, "correct_only": bool}
 QUICK_KEYS = {"n": int, "models": list, "params": dict, "attack_n": int}
 ATTACK_KEYS = {"name": str, "norm": str, "targeted": str, "params": dict, "backends": list, "n": int,
-               "defaults": str, "label": str, "num_cpus": float, "num_gpus": float, "threats": list}
+               "defaults": str, "label": str, "num_cpus": float, "num_gpus": float, "threats": list, "models": list}
 ESTIMATOR_KEYS = {"name": str, "models": list, "n": int, "params": dict, "label": str}
-POWER_LAW_KEYS = {"max_eps": float, "n_boot": int, "attacks": list}
+POWER_LAW_KEYS = {"max_eps": dict, "n_boot": int, "attacks": list}
 PAPER_KEYS = {"model": str, "attack": str, "norm": str, "params": dict, "metric": str, "value": float,
               "source": str, "note": str, "threat": str, "label": str}
 DEFENSE_KEYS = {"threats": list, "reformer": str, "fit_n": int, "autoencoder": dict, "diverse": dict,
@@ -69,6 +69,7 @@ class AttackEntry:
     num_cpus: float | None = None
     num_gpus: float | None = None
     threats: tuple[str, ...] | None = None  # overrides [defense].threats for this attack
+    models: tuple[str, ...] | None = None   # overrides [suite].models for this attack
 
 
 @dataclass(frozen=True)
@@ -173,8 +174,10 @@ class Suite:
     def cells(self) -> list[Cell]:
         """Expand models × attack grids × backends into cells (backends lacking an attack are skipped)."""
         out = []
-        for model in self.models:
+        for model in dict.fromkeys(self.models + [m for e in self.attacks for m in e.models or ()]):
             for entry in self.attacks:
+                if model not in (entry.models or self.models):
+                    continue
                 attack = ATTACKS[entry.name]
                 norm = entry.norm or attack.default_norm
                 backends = [b for b in (entry.backends or self.backends) if b in attack.backends(norm)]
@@ -305,6 +308,11 @@ def load_suite(source: str | Path, *, quick: bool = False, text: str | None = No
     paper = [_paper_entry(i, p, loc, [d["name"] for d in defenses]) for i, p in enumerate(doc.get("paper", []))]
     estimators = [_estimator_entry(i, e, loc, quick_t if quick else {}) for i, e in enumerate(doc.get("estimators", []))]
     power_law = _table(doc, "power_law", POWER_LAW_KEYS, loc) if "power_law" in doc else {}
+    for norm, value in power_law.get("max_eps", {}).items():
+        if norm not in ("linf", "l2", "l1", "l0") or isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or value <= 0:
+            raise SuiteError(f"{loc.at('power_law', 'max_eps')}: max_eps maps a norm (linf, l2, l1, l0) to a positive "
+                             f"ε, got {norm} = {value!r}")
     suite = Suite(name=suite_t["name"], path=path, text=text, description=suite_t.get("description", ""),
                   seed=suite_t.get("seed", 0), models=list(models), backends=backends, metrics=metrics, data=data,
                   attacks=attacks, paper=paper, data_note=suite_t.get("data_note", ""), quick=quick, caps=caps,
@@ -359,10 +367,15 @@ def _attack_entry(i: int, raw: Any, loc: "_Locator", quick: dict[str, Any], syst
     threats = raw.get("threats")
     if threats is not None:
         _check_threats(threats, loc, table, systems)
+    models = raw.get("models")
+    for m in models or ():
+        error = model_error(m)
+        if error:
+            raise SuiteError(f"{loc.at(table, 'models')}: {error}")
     return AttackEntry(name, norm, raw.get("targeted", "none"), params, backends, n, defaults, label,
                        float(raw["num_cpus"]) if "num_cpus" in raw else None,
                        float(raw["num_gpus"]) if "num_gpus" in raw else None,
-                       tuple(threats) if threats is not None else None)
+                       tuple(threats) if threats is not None else None, tuple(models) if models else None)
 
 
 def model_error(name: Any) -> str | None:

@@ -187,7 +187,8 @@ def train_vae(vae: VAE, x: torch.Tensor, *, epochs: int = 30, batch_size: int = 
     """Fit ``vae`` on ``x`` by Adam on the single-sample negative ELBO (mean over each batch).
 
     The shuffling and the reparameterisation noise come from a CPU ``torch.Generator`` seeded with ``seed``.
-    On 3,500 MNIST images one epoch takes about 2.3 s on one CPU thread.
+    On 3,500 MNIST images one epoch takes about 5 s on one idle CPU thread; the negative ELBO sits near
+    200 nats (the mean image) for the first ~8 epochs before it falls (150 after 15 epochs).
 
     :param vae: The model; moved to ``device`` and left in eval mode.
     :param x: Training images ``(N, C, H, W)`` in [0, 1].

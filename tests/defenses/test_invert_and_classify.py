@@ -140,10 +140,10 @@ def test_enhanced_inc_shrinks_the_robustness_gap(pca, tiny, mnist5k):
     x, y = mnist5k.x_train[:256], mnist5k.y_train[:256]
     z, images = trainer.project_dataset(x)
     torch.manual_seed(1)
-    before = float(trainer._robustness(module.eval(), pca, z[:128], (0.0, 1.0)))
+    before = trainer._robustness(module.eval(), pca, z[:128], (0.0, 1.0)).item()
     trainer.fit_projected(z, images, y)
     torch.manual_seed(1)
-    after = float(trainer._robustness(module.eval(), pca, z[:128], (0.0, 1.0)))
+    after = trainer._robustness(module.eval(), pca, z[:128], (0.0, 1.0)).item()
     assert len(trainer.history) == 2 and all(np.isfinite(h["loss"]) for h in trainer.history)
     assert after < 0.85 * before
     with pytest.raises(ValueError, match=r"mu must be a number in \[0, 1\], got 2"):

@@ -115,3 +115,40 @@ def test_hardness_matrix_shapes_and_trapezoid(tiny, mnist5k):
     assert result.vjp_calls <= result.vjp_calls_separate
     with pytest.raises(ValueError, match=r"levels must list at least 2 distortion fractions in \(0, 1\]"):
         hardness_matrix(tiny, mnist5k.x_test[:2], mnist5k.y_test[:2], levels=(0.1,))
+
+
+SUITE = """\
+[suite]
+name = "hardness_small"
+models = ["mnist_tiny_cnn"]
+backends = ["art"]
+[data]
+n = 4
+[[attacks]]
+name = "fgsm"
+params = { eps = 0.1 }
+[[estimators]]
+name = "hardness"
+params = { levels = [0.02, 0.05, 0.1] }
+"""
+
+
+def test_estimator_cells_are_stored_reported_and_resumed(tmp_path, tiny, mnist5k):
+    from advbridge.evaluations.runner import Resources, run_suite
+    from advbridge.evaluations.store import ResultStore
+    from advbridge.evaluations.suite import SuiteError, load_suite
+
+    suite = load_suite("hardness_small", text=SUITE)
+    first = run_suite(suite, tmp_path, progress=False, device="cpu")
+    assert (first.total, first.computed, first.failed) == (2, 2, 0)  # the estimator shares the attack's slice
+    with ResultStore(tmp_path / "results.db") as store:
+        (cell,) = [c for c in store.cells(status="done") if c["record"].get("kind") == "estimator"]
+    x, y, _ = Resources(suite, device="cpu").slice("mnist_tiny_cnn", 4)
+    direct = hardness_matrix(tiny, x, y, levels=(0.02, 0.05, 0.1), progress=False)
+    assert cell["record"]["metrics"]["success_rate"] == pytest.approx(direct.success_rate)
+    report = (tmp_path / "report.md").read_text()
+    assert "## JSMA hardness" in report and "hardness_hardness_small_mnist_tiny_cnn_hardness.png" in report
+    again = run_suite(suite, tmp_path, progress=False, device="cpu")
+    assert (again.computed, again.skipped) == (0, 2)
+    with pytest.raises(SuiteError, match=r":\d+: estimator 'hardness': unknown parameter\(s\) \['level'\]"):
+        load_suite("bad.toml", text=SUITE.replace("levels =", "level ="))

@@ -48,7 +48,7 @@ def test_gamma_methods_match_full_jacobian(tiny64, batch, direction):
         h, g, used = mf._gamma(tiny64, x, y, direction=direction, method=method, batch_size=10)
         assert used == (method if method != "auto" else mf.AUTO_ORDER[0])
         assert torch.allclose(h, h_ref, atol=1e-12)
-        assert torch.allclose(g, g_ref, rtol=1e-5, atol=1e-5 * scale), (method, (g - g_ref).abs().max())
+        assert torch.allclose(g, g_ref, rtol=1e-9, atol=1e-9 * scale), (method, (g - g_ref).abs().max())
 
 
 def test_gamma_float32_model_and_bridge_model(tiny, tiny64, batch):

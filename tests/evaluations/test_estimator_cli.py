@@ -1,0 +1,37 @@
+"""`advbridge hardness` and `advbridge meanfield`: the JSON each writes, checked against the library."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from advbridge.evaluations.cli import main
+
+
+def test_hardness_cli_writes_hardness_json(tmp_path, capsys):
+    out = tmp_path / "h"
+    assert main(["hardness", "--model", "mnist_tiny_cnn", "--n", "6", "--levels", "0.02,0.05,0.1", "--out", str(out),
+                 "--threads", "1"]) == 0
+    doc = json.loads((out / "hardness.json").read_text())
+    for key in ("success_rate", "mean_distortion_all", "mean_distortion_successful", "hardness", "time_s"):
+        assert key in doc
+    h = np.array([[np.nan if v is None else v for v in row] for row in doc["hardness"]])
+    assert h.shape == (10, 10) and np.isnan(np.diag(h)).all()
+    assert doc["mean_distortion_successful"] <= doc["headline_distortion"] + 1e-9
+    assert "success" in capsys.readouterr().out
+
+
+def test_meanfield_cli_writes_estimates_and_fits(tmp_path):
+    out = tmp_path / "m"
+    assert main(["meanfield", "--model", "mnist_tiny_cnn", "--n", "24", "--out", str(out), "--threads", "1"]) == 0
+    doc = json.loads((out / "meanfield.json").read_text())
+    assert len(doc["gamma_mean_by_rank"]) == 10
+    assert doc["gamma_mean_by_rank"][0] < 0 < doc["gamma_mean_by_rank"][1]  # the attack lowers the top logit
+    assert doc["eps_lin_median"] > 0 and doc["eps_mf_median"] > 0
+    assert set(doc["power_law"]) == {"L2-FGM", "FGSM", "PGD", "step-l.l."}
+    fgsm = doc["power_law"]["FGSM"]
+    assert fgsm["B_ci"][0] <= fgsm["B"] <= fgsm["B_ci"][1]
+    with pytest.raises(SystemExit):
+        main(["meanfield", "--model", "mnist_tiny_cnn", "--n", "x", "--out", str(out)])
