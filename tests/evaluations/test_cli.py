@@ -23,7 +23,7 @@ def test_attacks_lists_the_registry():
     out = run("attacks").stdout
     for name in ("fgsm", "bim", "pgd", "cw", "ead", "deepfool", "newtonfool", "jsma", "step_ll", "lbfgs"):
         assert f"\n{name} " in out or out.startswith(name)
-    assert "linf:art/foolbox" in out and "l0:art" in out and "l2:native" in out
+    assert "linf:art/foolbox" in out and "l0:native/art" in out and "l2:native" in out
 
 
 def test_crossval_writes_contract_json(tmp_path):
