@@ -499,7 +499,7 @@ name = "meanfield"
            "power_law": {key[1]: (fit.to_dict() if not isinstance(fit, str) else {"error": fit})
                          for key, fit in sorted(fits.items())}}
     atomic_write_text(out / "meanfield.json", json.dumps(doc, indent=2))
-    print(f"{args.model}: median ε̂_lin {doc['eps_lin_median']:.4g}, median ε̂_MF {doc['eps_mf_median']:.4g} (L2-FGM)")
+    print(f"{args.model}: median ε̂_lin {doc['eps_lin_median']}, median ε̂_MF {doc['eps_mf_median']} (L2-FGM)")
     for label, fit in doc["power_law"].items():
         print(f"  {label:<10} " + (f"B = {fit['B']:.2f} [{fit['B_ci'][0]:.2f}, {fit['B_ci'][1]:.2f}], A = {fit['A']:.3g}"
                                    if "B" in fit else fit["error"]))

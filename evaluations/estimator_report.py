@@ -16,6 +16,15 @@ from .report import _fmt, _safe
 CUBUK_EXPONENTS = {("fgsm", "l2"): 1.1, ("fgsm", "linf"): 1.2, ("pgd", "linf"): 1.3, ("step_ll", "linf"): 2.3}
 
 
+def _num(value: Any, spec: str) -> str:
+    """A stored number (``None`` for NaN, ``"inf"`` for ∞ in estimator JSON) formatted, or "–"."""
+    if value is None:
+        return "–"
+    if isinstance(value, str):
+        return "∞" if value == "inf" else value
+    return format(value, spec)
+
+
 def _matrix(rows) -> np.ndarray:
     return np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=float)
 
@@ -83,10 +92,11 @@ def estimator_markdown(suite, estimates: list[dict[str, Any]], done: list[dict[s
         for c in meanfield:
             r = c["record"]
             for name, res in r["result"].items():
-                gammas = ", ".join(f"{v:.3g}" for v in res["gamma_mean_by_rank"][:3])
-                exps = ", ".join(f"{res['exponents'].get(str(j), float('nan')):.2f}" for j in (2, 3, 4))
+                gammas = ", ".join(_num(v, ".3g") for v in res["gamma_mean_by_rank"][:3])
+                exps = ", ".join(_num(res["exponents"].get(str(j)), ".2f") for j in (2, 3, 4))
                 lines.append(f"| {r['model']} | {'L2-FGM' if name == 'l2_fgm' else 'FGSM'} | {res['method']} | "
-                             f"{res['eps_lin_median']:.4g} | {res['eps_mf_median']:.4g} | {gammas} | {exps} |")
+                             f"{_num(res['eps_lin_median'], '.4g')} | {_num(res['eps_mf_median'], '.4g')} | {gammas} | "
+                             f"{exps} |")
         lines.append("")
         own = [p for p in plots if Path(p).name.startswith("meanfield_")]
         lines += [f"![{p}]({p})" for p in own] + [""]
