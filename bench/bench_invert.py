@@ -9,30 +9,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 import warnings
 from pathlib import Path
 
 import torch
 
+from bench_defenses import median_time  # the same timing helper (bench/ is on sys.path when run as a script)
+
 from advbridge.defenses.invert_and_classify import project
 from advbridge.evaluations.data import load_dataset
 from advbridge.evaluations.generators import GeneratorRecipe, load_generator
-
-
-def median_time(fn, repeats: int, device: torch.device) -> float:
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> int:

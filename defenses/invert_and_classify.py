@@ -29,6 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .magnet import Reformer
+from .params import check_positive, check_positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -45,29 +46,17 @@ class Projection:
     mse: torch.Tensor      # (B,)
 
 
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _check_positive(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
-
-
 def check_projection_settings(*, steps, restarts, lr, momentum, init_std, optimizer) -> None:
     """Raise ``ValueError`` naming the first projection setting that is out of range."""
-    _check_positive_int(steps, "steps")
-    _check_positive_int(restarts, "restarts")
-    _check_positive(lr, "lr")
+    check_positive_int(steps, "steps")
+    check_positive_int(restarts, "restarts")
+    check_positive(lr, "lr")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
     if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
         raise ValueError(f"momentum must be a number in [0, 1), got {momentum!r}")
     if init_std is not None:
-        _check_positive(init_std, "init_std")
+        check_positive(init_std, "init_std")
 
 
 def initial_codes(batch: int, restarts: int, latent_dim: int, init_std: float, seed: int,
@@ -99,10 +88,10 @@ def project(generator: nn.Module, x: torch.Tensor, latent_dim: int, *, steps: in
     """
     check_projection_settings(steps=steps, restarts=restarts, lr=lr, momentum=momentum, init_std=init_std,
                               optimizer=optimizer)
-    latent_dim = _check_positive_int(latent_dim, "latent_dim")
+    latent_dim = check_positive_int(latent_dim, "latent_dim")
     if x.dim() < 2:
         raise ValueError(f"x must be a batch of images (B, C, H, W), got shape {tuple(x.shape)}")
-    init_std = math.sqrt(1.0 / latent_dim) if init_std is None else _check_positive(init_std, "init_std")
+    init_std = math.sqrt(1.0 / latent_dim) if init_std is None else check_positive(init_std, "init_std")
     b = len(x)
     z0 = initial_codes(b, restarts, latent_dim, init_std, seed, x.device, x.dtype)
     if batched:
@@ -170,7 +159,7 @@ class GeneratorProjection(nn.Module):
         if not isinstance(generator, nn.Module):
             raise TypeError(f"generator must be a torch.nn.Module mapping codes to images, got {type(generator)}")
         self.generator = generator.eval().requires_grad_(False)
-        self.latent_dim = _check_positive_int(latent_dim, "latent_dim")
+        self.latent_dim = check_positive_int(latent_dim, "latent_dim")
         self.settings = dict(steps=steps, restarts=restarts, lr=lr, momentum=momentum, init_std=init_std,
                              optimizer=optimizer, bounds=bounds)
         self.gradient = gradient
@@ -302,13 +291,13 @@ class EnhancedInvertAndClassify(Trainer):
             raise TypeError("classifier must be an ART PyTorchClassifier (with a torch .model)")
         if isinstance(self.mu, bool) or not isinstance(self.mu, (int, float)) or not 0 <= self.mu <= 1:
             raise ValueError(f"mu must be a number in [0, 1], got {self.mu!r}")
-        _check_positive(self.eta, "eta")
-        _check_positive_int(self.epochs, "epochs")
-        _check_positive_int(self.batch_size, "batch_size")
-        _check_positive(self.lr, "lr")
+        check_positive(self.eta, "eta")
+        check_positive_int(self.epochs, "epochs")
+        check_positive_int(self.batch_size, "batch_size")
+        check_positive(self.lr, "lr")
         if isinstance(self.inner_steps, bool) or not isinstance(self.inner_steps, int) or self.inner_steps < 0:
             raise ValueError(f"inner_steps must be a non-negative integer, got {self.inner_steps!r}")
-        _check_positive(self.inner_lr, "inner_lr")
+        check_positive(self.inner_lr, "inner_lr")
         if isinstance(self.penalty, bool) or not isinstance(self.penalty, (int, float)) or self.penalty < 0:
             raise ValueError(f"penalty must be a non-negative number, got {self.penalty!r}")
 

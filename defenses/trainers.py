@@ -42,6 +42,8 @@ from advbridge.bridge.attacks import BACKENDS
 from advbridge.bridge.model import Normalize
 from advbridge.bridge.spec import AttackSpec
 
+from .params import check_positive, check_positive_int
+
 logger = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adam", "sgd")
@@ -55,18 +57,6 @@ def predictive_entropy(logits: torch.Tensor) -> torch.Tensor:
     """``H(p) = −Σ_k p_k log p_k`` of ``p = softmax(logits)`` per row, shape ``(B,)``, in nats."""
     log_p = F.log_softmax(logits, dim=1)
     return -(log_p.exp() * log_p).sum(1)
-
-
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _check_positive(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
 
 
 def _check_non_negative(value, name: str) -> float:
@@ -126,9 +116,9 @@ class _TorchTrainer(Trainer):
             raise ValueError("classifier must not have preprocessing_defences: the trainers train the torch model on "
                              "raw inputs (wrap defenses around the trained model instead)")
         self._normalisation()  # raises on preprocessing other than mean/std standardisation
-        _check_positive_int(self.epochs, "epochs")
-        _check_positive_int(self.batch_size, "batch_size")
-        _check_positive(self.lr, "lr")
+        check_positive_int(self.epochs, "epochs")
+        check_positive_int(self.batch_size, "batch_size")
+        check_positive(self.lr, "lr")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
         _check_non_negative(self.weight_decay, "weight_decay")
@@ -185,8 +175,8 @@ class _TorchTrainer(Trainer):
         """
         if kwargs:
             raise TypeError(f"unexpected keyword argument(s) {sorted(kwargs)}")
-        epochs = self.epochs if nb_epochs is None else _check_positive_int(nb_epochs, "nb_epochs")
-        batch = self.batch_size if batch_size is None else _check_positive_int(batch_size, "batch_size")
+        epochs = self.epochs if nb_epochs is None else check_positive_int(nb_epochs, "nb_epochs")
+        batch = self.batch_size if batch_size is None else check_positive_int(batch_size, "batch_size")
         x_t, y_t = as_training_data(x, y)
         nb_classes = getattr(self.classifier, "nb_classes", None)
         if nb_classes is not None and (int(y_t.min()) < 0 or int(y_t.max()) >= nb_classes):
