@@ -421,7 +421,8 @@ def gamma(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, direction: str 
 
 
 # --------------------------------------------------------------------------- linear response
-def _json_float(v: float) -> float | str | None:
+def json_float(v: float) -> float | str | None:
+    """A float for JSON: NaN as ``None``, ±∞ as ``"inf"``/``"-inf"``."""
     v = float(v)
     if math.isnan(v):
         return None
@@ -445,7 +446,7 @@ def _json(value: Any) -> Any:
     if isinstance(value, (int, np.integer)):
         return int(value)
     if isinstance(value, (float, np.floating)):
-        return _json_float(value)
+        return json_float(value)
     return value
 
 

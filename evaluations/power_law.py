@@ -16,18 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from .meanfield import json_float
+
 logger = logging.getLogger(__name__)
 
 CI_LEVEL = 0.95
-
-
-def _json_float(v: float) -> float | str | None:
-    v = float(v)
-    if math.isnan(v):
-        return None
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    return v
 
 
 @dataclass(frozen=True)
@@ -57,8 +50,8 @@ class PowerLawFit:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dictionary (NaN → ``None``)."""
-        return {"A": _json_float(self.A), "B": _json_float(self.B), "B_ci": [_json_float(v) for v in self.B_ci],
-                "n_points": self.n_points, "eps_range": [_json_float(v) for v in self.eps_range],
+        return {"A": json_float(self.A), "B": json_float(self.B), "B_ci": [json_float(v) for v in self.B_ci],
+                "n_points": self.n_points, "eps_range": [json_float(v) for v in self.eps_range],
                 "n_boot": self.n_boot, "resampled": self.resampled, "ci_level": CI_LEVEL}
 
 
