@@ -16,6 +16,7 @@ import torch
 from advbridge.bridge import Model
 
 from .hardness import DEFAULT_LEVELS, HEADLINE_DISTORTION, hardness_matrix
+from .transfer import TRANSFER_SUMMARY, compute_transfer, validate_transfer
 
 
 @dataclass(frozen=True)
@@ -103,4 +104,5 @@ ESTIMATORS: dict[str, Estimator] = {
                            "Cubuk's linear-response and mean-field ε estimates, ⟨Γ⟩ by rank and logit-gap exponents"),
     "hardness": Estimator(_validate_hardness, _hardness,
                           "Papernot's hardness matrix, adversarial distance and robustness from one JSMA pass"),
+    "transfer": Estimator(validate_transfer, compute_transfer, TRANSFER_SUMMARY),
 }

@@ -63,6 +63,74 @@ def mnist_tiny_cnn() -> nn.Module:
                          nn.Flatten(), nn.Linear(16 * 6 * 6, 10))
 
 
+def mnist_fc200() -> nn.Module:
+    """FC200-200-10 with sigmoid hidden units (Szegedy et al. 2014, Table 1)."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 200), nn.Sigmoid(), nn.Linear(200, 200), nn.Sigmoid(),
+                         nn.Linear(200, 10))
+
+
+#: AE400-10's autoencoder pre-training (Szegedy et al. 2014, Table 1): 784-400-784, sigmoid units, MSE, Adam, on the
+#: mnist5k training split with its own seed; part of the module's ``repr`` and so of the zoo cache key.
+AE400_PRETRAIN = {"hidden": 400, "epochs": 20, "lr": 1e-3, "batch_size": 64, "seed": 0, "dataset": "mnist5k",
+                  "version": 1}
+
+
+class AE400(nn.Sequential):
+    """AE400-10: an autoencoder-pretrained 400-unit sigmoid layer under a softmax layer (Szegedy et al. 2014).
+
+    Built with the encoder weights of a 784-400-784 autoencoder (``AE400_PRETRAIN``), trained on first use and cached
+    under ``cache_root()/pretrained``; the zoo then fine-tunes the whole network with cross-entropy. The paper's
+    sparsity penalty and its λ = 1e-6 weight decay are left out.
+    """
+
+    def __init__(self, encoder: nn.Linear) -> None:
+        super().__init__(nn.Flatten(), encoder, nn.Sigmoid(), nn.Linear(encoder.out_features, 10))
+
+    def extra_repr(self) -> str:
+        return f"pretrain={json.dumps(AE400_PRETRAIN, sort_keys=True)}"
+
+
+def mnist_ae400() -> nn.Module:
+    """AE400-10 (Szegedy et al. 2014, Table 1); see :class:`AE400`. The pre-training leaves the global RNG alone."""
+    recipe = AE400_PRETRAIN
+
+    def build() -> list[nn.Module]:
+        return [nn.Linear(784, recipe["hidden"]), nn.Linear(recipe["hidden"], 784)]
+
+    def train(modules: list[nn.Module]) -> None:
+        encoder, decoder = modules
+        x = load_dataset(recipe["dataset"]).x_train.flatten(1)
+        gen = torch.Generator().manual_seed(recipe["seed"])
+        net = nn.Sequential(encoder, nn.Sigmoid(), decoder, nn.Sigmoid()).train()
+        opt = torch.optim.Adam(net.parameters(), lr=recipe["lr"])
+        for _ in tqdm(range(recipe["epochs"]), desc="pretrain ae400", unit="epoch", leave=False):
+            perm = torch.randperm(len(x), generator=gen)
+            for start in range(0, len(x), recipe["batch_size"]):
+                batch = x[perm[start:start + recipe["batch_size"]]]
+                opt.zero_grad()
+                nn.functional.mse_loss(net(batch), batch).backward()
+                opt.step()
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe["seed"])
+        (encoder, _), _, _ = cached_modules("pretrained", "mnist_ae400_encoder", dict(recipe), build, train)
+    head_encoder = nn.Linear(784, recipe["hidden"])
+    head_encoder.load_state_dict(encoder.state_dict())
+    return AE400(head_encoder)
+
+
+def mnist_lenet_features(feature_dim: int = 32) -> nn.Sequential:
+    """LeNet-style MNIST features: two 5x5 conv / ReLU / 2x2 max-pool blocks (16, 32 channels), a linear layer to
+    ``feature_dim``. The GPDNN's feature extractor (``gpdnn_zoo``) and the body of ``mnist_lenet``."""
+    return nn.Sequential(nn.Conv2d(1, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 32, 5), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * 4 * 4, feature_dim))
+
+
+def mnist_lenet() -> nn.Module:
+    """``mnist_lenet_features(32)`` under a linear softmax layer: the NN that the GPDNN is compared with (§8.3)."""
+    return nn.Sequential(mnist_lenet_features(32), nn.Linear(32, 10))
+
+
 #: Bumped whenever the training procedure changes, so stale checkpoints are not reused.
 RECIPE_VERSION = 2
 
@@ -98,6 +166,20 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in (
              description="FC100-100-10, sigmoid"),
     ZooEntry("mnist_tiny_cnn", mnist_tiny_cnn, TrainConfig(epochs=4, lr=3e-3),
              description="tiny CNN for tests (trains in seconds)"),
+    # Szegedy et al. 2014, Table 1: FC10(λ) is softmax regression with weight decay λ (torch's convention: the
+    # gradient gains λ·w, i.e. mean cross-entropy + λ/2·||θ||², biases included).
+    ZooEntry("mnist_fc10_wd1e-4", mnist_softmax, TrainConfig(epochs=30, lr=1e-2, weight_decay=1e-4),
+             description="FC10(1e-4): softmax, weight decay 1e-4 (Szegedy Table 1)"),
+    ZooEntry("mnist_fc10_wd1e-2", mnist_softmax, TrainConfig(epochs=30, lr=1e-2, weight_decay=1e-2),
+             description="FC10(1e-2): softmax, weight decay 1e-2 (Szegedy Table 1)"),
+    ZooEntry("mnist_fc10_wd1", mnist_softmax, TrainConfig(epochs=30, lr=1e-2, weight_decay=1.0),
+             description="FC10(1): softmax, weight decay 1 (Szegedy Table 1)"),
+    ZooEntry("mnist_fc200", mnist_fc200, TrainConfig(epochs=40, lr=3e-3),
+             description="FC200-200-10, sigmoid (Szegedy Table 1)"),
+    ZooEntry("mnist_ae400", mnist_ae400, TrainConfig(epochs=20, lr=1e-3), datasets=("mnist5k", "mnist"),
+             description="AE400-10: autoencoder-pretrained 400 sigmoid units + softmax (Szegedy Table 1)"),
+    ZooEntry("mnist_lenet", mnist_lenet, TrainConfig(epochs=10, lr=1e-3, batch_size=64),
+             description="LeNet-style CNN: the GPDNN's features + softmax (Bradshaw §8.3 NN)"),
 )}
 
 
