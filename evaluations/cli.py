@@ -147,6 +147,8 @@ def _run(suite, args: argparse.Namespace) -> int:
                         max_retries=args.max_retries)
     print(f"suite {summary.suite}: {summary.total} cells, {summary.computed} computed, {summary.skipped} already "
           f"done, {summary.failed} failed, {summary.wall_time_s:.1f} s")
+    for message in summary.not_run:
+        print(f"not run: {message}")
     print(f"wrote {Path(args.out) / 'report.md'}, results.json, results.csv, plots/")
     return 1 if summary.failed else 0
 

@@ -1,6 +1,7 @@
 """Estimators a suite can run (``[[estimators]]``): each computes once per model and stores like an attack cell.
 
-An estimator takes the model and the cell's data slice and returns its headline ``metrics``, a JSON ``result``
+An estimator takes the model, the cell's data slice and the run's ``data_root`` (the folder of user-supplied data
+files, or ``None``) and returns its headline ``metrics``, a JSON ``result``
 (what the report and the CLI read) and per-sample ``samples``. Estimator cells run on the driver, after the attack
 cells, with either executor.
 """
@@ -15,14 +16,15 @@ import torch
 
 from advbridge.bridge import Model
 
+from .domain_shift import DOMAIN_SHIFT_SUMMARY, compute_domain_shift, validate_domain_shift
 from .hardness import DEFAULT_LEVELS, HEADLINE_DISTORTION, hardness_matrix
 from .transfer import TRANSFER_SUMMARY, compute_transfer, validate_transfer
 
 
 @dataclass(frozen=True)
 class Estimator:
-    """``validate(params) -> error or None``; ``compute(model, x, y, params, progress) -> (metrics, result,
-    samples)``."""
+    """``validate(params) -> error or None``; ``compute(model, x, y, params, progress, data_root) -> (metrics,
+    result, samples)``."""
 
     validate: Callable[[dict[str, Any]], str | None]
     compute: Callable[..., tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]
@@ -55,7 +57,8 @@ def _validate_hardness(params: dict[str, Any]) -> str | None:
     return None
 
 
-def _hardness(model: Model, x: torch.Tensor, y: torch.Tensor, params: dict[str, Any], progress: bool = True):
+def _hardness(model: Model, x: torch.Tensor, y: torch.Tensor, params: dict[str, Any], progress: bool = True,
+              data_root: str | None = None):
     p = {**HARDNESS_PARAMS, **params}
     result = hardness_matrix(model, x, y, levels=p["levels"], saliency_on=p["saliency_on"], theta=p["theta"],
                              batch_size=p["batch_size"], headline_distortion=p["headline_distortion"],
@@ -81,7 +84,8 @@ def _validate_meanfield(params: dict[str, Any]) -> str | None:
     return None
 
 
-def _meanfield(model: Model, x: torch.Tensor, y: torch.Tensor, params: dict[str, Any], progress: bool = True):
+def _meanfield(model: Model, x: torch.Tensor, y: torch.Tensor, params: dict[str, Any], progress: bool = True,
+               data_root: str | None = None):
     from .meanfield import estimate_meanfield
 
     p = {**MEANFIELD_PARAMS, **params}
@@ -105,4 +109,5 @@ ESTIMATORS: dict[str, Estimator] = {
     "hardness": Estimator(_validate_hardness, _hardness,
                           "Papernot's hardness matrix, adversarial distance and robustness from one JSMA pass"),
     "transfer": Estimator(validate_transfer, compute_transfer, TRANSFER_SUMMARY),
+    "domain_shift": Estimator(validate_domain_shift, compute_domain_shift, DOMAIN_SHIFT_SUMMARY),
 }

@@ -68,6 +68,9 @@ def write_reports(out: str | Path, suite_name: str | None = None) -> dict[str, A
         loaded[name] = load_suite(name, text=stored["text"], quick=stored["quick"]) if stored else None
     plots += estimator_plots(estimates, done, {n: s.power_law for n, s in loaded.items() if s and s.power_law},
                              out / "plots")
+    from .transfer_report import transfer_plots
+
+    plots += transfer_plots(estimates, out / "plots")
     if estimates:
         atomic_write_text(out / "estimators.json", json.dumps([c["record"] for c in estimates], indent=2))
     parts = []
@@ -293,6 +296,9 @@ def _markdown(name: str, suite, done, failed, groups, plots, estimates=()) -> st
 
     lines += kos_markdown(done, plots)
     lines += estimator_markdown(suite, list(estimates), done, plots)
+    from .transfer_report import transfer_markdown
+
+    lines += transfer_markdown(suite, list(estimates), plots, done)
     if suite is not None and suite.paper:
         lines += _paper_table(suite, done)
     if groups:
@@ -323,7 +329,7 @@ def _markdown(name: str, suite, done, failed, groups, plots, estimates=()) -> st
         lines += [f"- `{c['key']}`: {c['error']}" for c in failed]
         lines.append("")
     shown_elsewhere = ("plots/hardness_", "plots/kos_", "plots/powerlaw_", "plots/models_", "plots/roc_",
-                       "plots/defense_")
+                       "plots/defense_", "plots/transfer_")
     own = [p for p in plots if f"_{_safe(name)}_" in p and not p.startswith(shown_elsewhere)]
     if own:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in own] + [""]

@@ -222,6 +222,8 @@ class RunSummary:
     failed: int
     wall_time_s: float
     out: Path
+    #: Cells left out because their data was not supplied (``--data-root``), one message each; run them later.
+    not_run: list[str] = field(default_factory=list)
 
 
 def run_suite(suite: Suite, out: str | Path, *, force: bool = False, executor: str = "local",
@@ -252,6 +254,7 @@ def run_suite(suite: Suite, out: str | Path, *, force: bool = False, executor: s
     store.save_suite(suite.name, suite.text, suite.quick)
     versions = library_versions()
     resources = Resources(suite, device=device, data_root=data_root)
+    not_run: list[str] = []
     keyed = []
     for cell in suite.cells():
         config = cell.config(suite, versions)
@@ -269,14 +272,14 @@ def run_suite(suite: Suite, out: str | Path, *, force: bool = False, executor: s
         estimator_cells = [(cell, config, config_key(config))
                            for cell in suite.estimator_cells() for config in [cell.config(suite, versions)]]
         estimator_todo = [item for item in estimator_cells if force or item[2] not in done]
-        more, more_failed = _run_estimators(estimator_todo, suite, resources, store, force, progress)
+        more, more_failed = _run_estimators(estimator_todo, suite, resources, store, force, progress, not_run)
         computed, failed = computed + more, failed + more_failed
         keyed += estimator_cells
         todo += estimator_todo
     finally:
         store.close()
     summary = RunSummary(suite.name, len(keyed), computed, len(keyed) - len(todo), failed,
-                         time.perf_counter() - start, out)
+                         time.perf_counter() - start, out, not_run)
     if write_report:
         from .report import write_reports
 
@@ -315,7 +318,8 @@ def compute_estimator(cell: EstimatorCell, resources: Resources, key: str, seed:
     x, y, idx = resources.slice(cell.model, cell.n)
     torch.manual_seed(seed)
     t0 = time.perf_counter()
-    metrics, result, samples = ESTIMATORS[cell.name].compute(model, x, y, dict(cell.params), progress=progress)
+    metrics, result, samples = ESTIMATORS[cell.name].compute(model, x, y, dict(cell.params), progress=progress,
+                                                             data_root=resources.data_root)
     record = {"kind": "estimator", "suite": cell.suite, "cell": key, "model": cell.model, "estimator": cell.name,
               "label": cell.label, "n": len(x), "params": dict(cell.params), "metrics": metrics, "result": result,
               "time_s": time.perf_counter() - t0, "model_info": resources.model_info(cell.model)}
@@ -323,8 +327,11 @@ def compute_estimator(cell: EstimatorCell, resources: Resources, key: str, seed:
 
 
 def _run_estimators(todo, suite: Suite, resources: Resources, store: ResultStore, force: bool,
-                    progress: bool) -> tuple[int, int]:
-    """Estimator cells, on the driver, each committed when it finishes (as attack cells are)."""
+                    progress: bool, not_run: list[str]) -> tuple[int, int]:
+    """Estimator cells, on the driver, each committed when it finishes (as attack cells are). A cell whose data the
+    user has not supplied (``DataNotSupplied``) is left out of the store, its message appended to ``not_run``."""
+    from .domain_shift import DataNotSupplied
+
     computed = failed = 0
     for cell, config, key in tqdm(todo, desc=f"suite {suite.name} estimators", unit="cell",
                                   disable=not progress or not todo):
@@ -334,6 +341,10 @@ def _run_estimators(todo, suite: Suite, resources: Resources, store: ResultStore
         t0 = time.perf_counter()
         try:
             record, samples = compute_estimator(cell, resources, key, suite.seed, progress)
+        except DataNotSupplied as err:
+            logger.warning("estimator %s (%s) not run: %s", cell.name, cell.label, err)
+            not_run.append(f"{cell.label}: {err}")
+            continue
         except Exception as err:  # recorded, shown in the report, retried on the next run
             logger.error("estimator %s on %s failed: %s", cell.name, cell.model, err)
             store.commit_failure(key, suite.name, config, "".join(traceback.format_exception_only(err)).strip())

@@ -19,6 +19,7 @@ from advbridge.bridge import ATTACKS, BACKENDS, AttackSpec
 
 from .data import DATASETS
 from .generators import GENERATIVE_MODELS
+from .gpdnn_zoo import GPDNN_MODELS
 from .zoo import ZOO
 
 if sys.version_info >= (3, 11):
@@ -380,17 +381,17 @@ def _attack_entry(i: int, raw: Any, loc: "_Locator", quick: dict[str, Any], syst
 
 def model_error(name: Any) -> str | None:
     """Why ``name`` is not a model a suite can use, or ``None``: a zoo model, a trained variant
-    (``<zoo model>+<variant>``), a generative model, or ``package.module:function``."""
+    (``<zoo model>+<variant>``), a generative model, a GPDNN, or ``package.module:function``."""
     if not isinstance(name, str):
         return f"models must be strings, got {name!r}"
-    if ":" in name or name in ZOO or name in GENERATIVE_MODELS:
+    if ":" in name or name in ZOO or name in GENERATIVE_MODELS or name in GPDNN_MODELS:
         return None
     if "+" in name:
         from .training import validate_variant
 
         return validate_variant(name)
     return (f"unknown model {name!r}; zoo models: {sorted(ZOO)}, generative models: {sorted(GENERATIVE_MODELS)}, "
-            "trained variants <zoo model>+<variant> (or package.module:function)")
+            f"GPDNN models: {sorted(GPDNN_MODELS)}, trained variants <zoo model>+<variant> (or package.module:function)")
 
 
 def _estimator_entry(i: int, raw: Any, loc: "_Locator", quick: dict[str, Any]) -> EstimatorEntry:

@@ -304,7 +304,6 @@ def validate_transfer(params: Mapping[str, Any]) -> str | None:
     from advbridge.bridge import ATTACKS
 
     from .data import DATASETS
-    from .gpdnn_zoo import GPDNN_MODELS
     from .suite import model_error
 
     unknown = sorted(set(params) - set(TRANSFER_PARAMS))
@@ -314,7 +313,7 @@ def validate_transfer(params: Mapping[str, Any]) -> str | None:
     if not isinstance(models, list) or not models or len(set(map(str, models))) != len(models):
         return f"models must list at least one model name, without repeats, got {models!r}"
     for name in models:
-        error = None if name in GPDNN_MODELS else model_error(name)
+        error = model_error(name)
         if error:
             return error
     p = {**TRANSFER_PARAMS, **params}
@@ -343,34 +342,27 @@ def validate_transfer(params: Mapping[str, Any]) -> str | None:
     return None
 
 
-def resolve_transfer_model(name: str, dataset: str, seed: int, device, data=None) -> tuple[Model, dict[str, Any]]:
-    """A model by suite name: a GPDNN (``gpdnn_zoo.GPDNN_MODELS``) or anything ``zoo.resolve_model`` knows."""
-    from .gpdnn_zoo import GPDNN_MODELS, load_gpdnn
-    from .zoo import resolve_model
-
-    if name in GPDNN_MODELS:
-        return load_gpdnn(name, dataset, seed=seed, device=device, data=data)
-    return resolve_model(name, dataset, seed, None if device is None else str(device), data)
-
-
 def compute_transfer(model: Model, x: torch.Tensor, y: torch.Tensor, params: Mapping[str, Any],
-                     progress: bool = True) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+                     progress: bool = True, data_root: str | None = None
+                     ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """The ``transfer`` estimator: :func:`transfer_matrix` over ``params["models"]`` on the cell's inputs.
 
     The cell's own ``model`` only decides the device (list the estimator under one suite model); the models are
-    loaded by name for ``params["dataset"]`` and ``params["seed"]``. With ``table1`` each model's error on the whole
+    loaded by name (``zoo.resolve_model``) for ``params["dataset"]`` (its files under ``data_root`` unless it is the
+    embedded ``mnist5k``) and ``params["seed"]``. With ``table1`` each model's error on the whole
     training and test splits is added (Szegedy Table 1: its average minimal distortion is its own diagonal row).
     """
     from .data import load_dataset
+    from .zoo import resolve_model
 
     error = validate_transfer(dict(params))
     if error:
         raise ValueError(f"transfer estimator: {error}")
     p = {**TRANSFER_PARAMS, **params}
-    data = load_dataset(p["dataset"])
+    data = load_dataset(p["dataset"], root=data_root)
     models, infos = {}, {}
     for name in p["models"]:
-        models[name], infos[name] = resolve_transfer_model(name, p["dataset"], p["seed"], model.device, data)
+        models[name], infos[name] = resolve_model(name, p["dataset"], p["seed"], str(model.device), data, data_root)
     spec = AttackSpec(p["attack"], p["norm"], p["targeted"], p["attack_params"])
     result = transfer_matrix(models, spec, x, y, backend=p["backend"], seed=p["seed"], noise_sigmas=p["noise_sigmas"],
                              batch_size=p["batch_size"], progress=progress)

@@ -4,6 +4,8 @@
   matrix with its noise rows), for the zoo models that stand for the paper's (``SZEGEDY_NAMES``);
 - Bradshaw et al. (2017) §8.3: the MNIST transfer table (error / log-likelihood) between the NN and the GPDNN, and
   the C&W robustness comparison (failed attacks, perturbation sizes) from the suite's ``cw`` attack cells;
+- Bradshaw §8.3 domain shift: accuracy / log-likelihood on foreign digit sets (``domain_shift`` estimator), or the
+  message saying which files to supply when the suite lists it but it has not run;
 - a heatmap PNG per transfer matrix (``plots/transfer_<suite>_<label>.png``).
 
 Paper numbers are algorithms.md §7.4 and §8.3. A paper cell appears only where both our row and our column map to
@@ -49,6 +51,13 @@ BRADSHAW_MNIST = {
     ("GPDNN (SC, arch C)", "NN (SC, arch A)"): (0.031, -0.094),
     ("GPDNN (SC, arch C)", "GPDNN (SC, arch C)"): (1.000, -0.828),
 }
+#: Bradshaw §8.3 domain shift: test set -> model -> (accuracy, log-likelihood); models trained on MNIST.
+BRADSHAW_DOMAIN_SHIFT = {
+    "mnist": {"NN (SC, arch A)": (0.990, -0.039), "GPDNN (SC, arch C)": (0.993, -0.038)},
+    "anomnist": {"NN (SC, arch A)": (0.781, -1.125), "GPDNN (SC, arch C)": (0.831, -0.818)},
+    "semeion": {"NN (SC, arch A)": (0.249, -9.609), "GPDNN (SC, arch C)": (0.320, -2.841)},
+    "svhn": {"NN (SC, arch A)": (0.304, -4.687), "GPDNN (SC, arch C)": (0.276, -2.151)},
+}
 #: Bradshaw §8.3: C&W L2 on 1000 MNIST test images.
 BRADSHAW_CW = {"n": 1000, "failed_gpdnn": 381, "extra_perturbation": 0.529}
 
@@ -87,6 +96,38 @@ def transfer_markdown(suite, estimates: list[dict[str, Any]], plots: list[str],
         own = [p for p in plots if Path(p).name == f"transfer_{_safe(r['suite'])}_{_safe(r['label'])}.png"]
         lines += [f"![{p}]({p})" for p in own] + [""]
     lines += robustness_markdown(list(done))
+    lines += domain_shift_markdown(suite, estimates)
+    return lines
+
+
+def domain_shift_markdown(suite, estimates: list[dict[str, Any]]) -> list[str]:
+    """Bradshaw's domain-shift table from the ``domain_shift`` cells, or why it is missing."""
+    from .domain_shift import TEST_SETS, not_supplied_message
+
+    cells = [c for c in estimates if c["record"].get("estimator") == "domain_shift"]
+    listed = [e for e in (suite.estimators if suite is not None else []) if e.name == "domain_shift"]
+    if not cells and not listed:
+        return []
+    lines = ["## Domain shift (Bradshaw et al. 2017, §8.3)", ""]
+    if not cells:
+        sets = sorted({s for e in listed for s in e.params.get("test_sets", list(TEST_SETS))})
+        return lines + [f"Not run: {not_supplied_message(sets, None)}.", ""]
+    for c in cells:
+        table = c["record"]["result"]["table"]
+        models = list(next(iter(table.values())))
+        lines += ["Models trained on the suite's MNIST data; each cell: accuracy / mean log-likelihood of the true "
+                  "class, ours (paper). log 0.1 = −2.30 is \"don't know\". Row `mnist`: our test split.", "",
+                  "| test set | n | " + " | ".join(f"{m} ({BRADSHAW_NAMES.get(m, '–')})" for m in models) + " |",
+                  "|---|---|" + "---|" * len(models)]
+        for set_name, row in table.items():
+            cells_text = []
+            for m in models:
+                paper = BRADSHAW_DOMAIN_SHIFT.get(set_name, {}).get(BRADSHAW_NAMES.get(m, ""))
+                ours = f"{row[m]['accuracy']:.3f} / {row[m]['log_likelihood']:.3f}"
+                cells_text.append(ours + (f" ({paper[0]:.3f} / {paper[1]:.3f})" if paper else " (–)"))
+            n = next(iter(row.values()))["n"]
+            lines.append(f"| {set_name} | {n} | " + " | ".join(cells_text) + " |")
+        lines.append("")
     return lines
 
 

@@ -279,7 +279,7 @@ def cached_modules(folder: str, name: str, blob: dict[str, Any], build: Callable
 def resolve_model(spec: str, dataset: str, seed: int, device: str | None, data=None,
                   data_root: str | None = None) -> tuple[Model, dict[str, Any]]:
     """A zoo name, a training variant (``<zoo name>+<variant>``, ``training.TRAINING_VARIANTS``), a generative model
-    (``generators.GENERATIVE_MODELS``), or ``package.module:function``."""
+    (``generators.GENERATIVE_MODELS``), a GPDNN (``gpdnn_zoo.GPDNN_MODELS``), or ``package.module:function``."""
     if ":" in spec:
         module_name, _, func_name = spec.partition(":")
         try:
@@ -298,6 +298,10 @@ def resolve_model(spec: str, dataset: str, seed: int, device: str | None, data=N
 
     if spec in GENERATIVE_MODELS:
         return load_generative_classifier(spec, dataset, seed=seed, device=device, data=data, data_root=data_root)
+    from .gpdnn_zoo import GPDNN_MODELS, load_gpdnn
+
+    if spec in GPDNN_MODELS:
+        return load_gpdnn(spec, dataset, seed=seed, device=device, data=data, data_root=data_root)
     zoo = load_model(spec, dataset, seed=seed, device=device, data=data, data_root=data_root)
     return zoo.model, {"model": spec, "test_accuracy": zoo.test_accuracy, "cache": str(zoo.path)}
 
