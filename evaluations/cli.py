@@ -450,6 +450,43 @@ params = {{ saliency_on = {json.dumps(args.saliency_on)}{levels} }}
     return code
 
 
+def cmd_transfer(args: argparse.Namespace) -> int:
+    import json
+
+    from advbridge.bridge.io import atomic_write_text
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    sigmas = [float(v) for v in args.noise_sigmas.split(",") if v.strip()] if args.noise_sigmas else []
+    norm = f", norm = {json.dumps(args.norm)}" if args.norm else ""
+    text = f"""[suite]
+name = "transfer"
+models = [{json.dumps(models[0] if models else "")}]
+seed = {0 if args.seed is None else args.seed}
+[data]
+dataset = {json.dumps(args.dataset)}
+split = {json.dumps(args.split)}
+n = {args.n}
+[[estimators]]
+name = "transfer"
+params = {{ models = {json.dumps(models)}, attack = {json.dumps(args.attack)}{norm}, backend = {json.dumps(args.backend)}, \
+noise_sigmas = {json.dumps(sigmas)}, dataset = {json.dumps(args.dataset)}, table1 = {str(not args.no_table1).lower()} }}
+"""
+    suite = load_suite("transfer", text=text)
+    args.force, args.executor, args.address, args.max_retries = False, "local", None, None
+    code = _run(suite, args)
+    record = _estimator_record(Path(args.out), "transfer", "transfer")
+    doc = {"n": record["n"], **record["result"]}
+    atomic_write_text(Path(args.out) / "transfer.json", json.dumps(doc, indent=2))
+    res = doc["transfer"]
+    for i, row in enumerate(res["rows"]):
+        cells = ", ".join(f"{col} {'–' if e is None else f'{100 * e:.1f}%'}" for col, e in zip(res["columns"],
+                                                                                             res["error"][i]))
+        dist = res["distortion"][i]
+        print(f"{row}: {cells} (distortion {'–' if dist is None else f'{dist:.3f}'})")
+    print(f"wrote {Path(args.out) / 'transfer.json'} and the heatmap in {Path(args.out) / 'plots'}")
+    return code
+
+
 #: ``advbridge meanfield``'s attacks and small-ε grids (those of the ``cubuk_power_law`` suite).
 MEANFIELD_ATTACKS = (("L2-FGM", "fgsm", "l2", [0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0], ""),
                      ("FGSM", "fgsm", "linf", [0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.07, 0.1], ""),
@@ -638,6 +675,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder: hardness.json, heatmaps, report.md, a resumable store")
     _common(p)
     p.set_defaults(func=cmd_hardness)
+
+    p = sub.add_parser("transfer", help="cross-model transfer matrix of one attack; write DIR/transfer.json")
+    p.add_argument("--models", required=True, help="comma-separated model names (rows and columns, in this order)")
+    p.add_argument("--attack", default="lbfgs", help="any bridge attack (default lbfgs, Szegedy's minimal examples)")
+    p.add_argument("--norm", default=None, help="the attack's norm (default: its first)")
+    p.add_argument("--backend", default="native", choices=("native", "art", "foolbox"), help="default native")
+    p.add_argument("--n", type=int, default=100, help="inputs (default 100)")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"), help="inputs' split (default test)")
+    p.add_argument("--noise-sigmas", default="0.1,0.3", help="comma-separated Gaussian-noise control rows ('' for none)")
+    p.add_argument("--no-table1", action="store_true", help="skip each model's train/test error (Szegedy Table 1)")
+    p.add_argument("--dataset", default="mnist5k", choices=("mnist5k", "mnist"), help="data set (default mnist5k)")
+    p.add_argument("--data-root", default=None, help="folder with MNIST files for --dataset mnist")
+    p.add_argument("--out", required=True, help="output folder: transfer.json, heatmap, report.md, a resumable store")
+    _common(p)
+    p.set_defaults(func=cmd_transfer)
 
     p = sub.add_parser("meanfield", help="mean-field and linear-response ε, and power-law fits; write DIR/meanfield.json")
     p.add_argument("--model", default="mnist_cnn", help="zoo name or package.module:function returning a Model")

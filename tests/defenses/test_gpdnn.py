@@ -124,3 +124,10 @@ def test_gpdnn_zoo_names():
         load_gpdnn("nope")
     with pytest.raises(ValueError, match=r"defined for datasets \['mnist5k', 'mnist'\], got 'cifar10'"):
         load_gpdnn("mnist_gpdnn", "cifar10")
+    # Suites and the zoo resolve it by name (the dataset check proves the dispatch without training it).
+    from advbridge.evaluations.suite import model_error
+    from advbridge.evaluations.zoo import resolve_model
+
+    assert model_error("mnist_gpdnn") is None
+    with pytest.raises(ValueError, match=r"GPDNN model 'mnist_gpdnn' is defined for datasets"):
+        resolve_model("mnist_gpdnn", "cifar10", 0, "cpu")

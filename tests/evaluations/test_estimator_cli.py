@@ -1,4 +1,4 @@
-"""`advbridge hardness` and `advbridge meanfield`: the JSON each writes, checked against the library."""
+"""The estimator commands (`hardness`, `meanfield`, `transfer`): the JSON each writes, checked against the library."""
 
 from __future__ import annotations
 
@@ -35,3 +35,30 @@ def test_meanfield_cli_writes_estimates_and_fits(tmp_path):
     assert fgsm["B_ci"][0] <= fgsm["B"] <= fgsm["B_ci"][1]
     with pytest.raises(SystemExit):
         main(["meanfield", "--model", "mnist_tiny_cnn", "--n", "x", "--out", str(out)])
+
+
+def test_transfer_cli_matches_the_library(tmp_path, capsys, tiny, mnist5k):
+    import torch
+
+    from advbridge.bridge import AttackSpec
+    from advbridge.evaluations.transfer import transfer_matrix
+    from advbridge.evaluations.zoo import load_model
+
+    out = tmp_path / "t"
+    assert main(["transfer", "--models", "mnist_tiny_cnn,mnist_fc10_wd1e-2", "--attack", "deepfool", "--norm", "l2",
+                 "--backend", "foolbox", "--n", "8", "--noise-sigmas", "0.3", "--no-table1", "--out", str(out),
+                 "--threads", "1"]) == 0
+    doc = json.loads((out / "transfer.json").read_text())
+    res = doc["transfer"]
+    assert res["rows"] == ["mnist_tiny_cnn", "mnist_fc10_wd1e-2", "noise σ=0.3"] and doc["n"] == 8
+    assert "train_error" not in doc["table1"][0]
+    assert (out / "plots" / "transfer_transfer_transfer.png").exists()
+    # The same matrix from the library on the same seeded slice of the test split.
+    order = torch.randperm(len(mnist5k.x_test), generator=torch.Generator().manual_seed(0))[:8]
+    fc10 = load_model("mnist_fc10_wd1e-2", "mnist5k", device="cpu", data=mnist5k).model
+    direct = transfer_matrix({"mnist_tiny_cnn": tiny, "mnist_fc10_wd1e-2": fc10}, AttackSpec("deepfool", "l2"),
+                             mnist5k.x_test[order], mnist5k.y_test[order], backend="foolbox", noise_sigmas=(0.3,),
+                             progress=False)
+    np.testing.assert_allclose(np.array(res["error"], dtype=float), direct.error)
+    np.testing.assert_allclose(res["distortion"], direct.distortion, rtol=1e-6)
+    assert "noise σ=0.3:" in capsys.readouterr().out
