@@ -32,6 +32,8 @@ try:
 except ImportError as err:  # pragma: no cover - exercised only without the extra
     raise ImportError("advbridge.defenses.gpdnn needs GPyTorch: pip install 'advbridge[gp]'") from err
 
+from .params import check_positive_int
+
 logger = logging.getLogger(__name__)
 
 #: GPflow's ``RobustMax`` default (§8.1: β fixed small).
@@ -42,10 +44,11 @@ QUADRATURE_POINTS = 20
 CDF_JITTER = 1e-4
 
 
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
+def _shuffled_batches(n: int, batch_size: int, generator: torch.Generator):
+    """Index tensors of one epoch's minibatches over a fresh seeded permutation of ``range(n)``."""
+    perm = torch.randperm(n, generator=generator)
+    for start in range(0, n, batch_size):
+        yield perm[start:start + batch_size]
 
 
 # --------------------------------------------------------------------------- likelihood
@@ -65,7 +68,7 @@ class RobustMaxLikelihood(Likelihood):
     def __init__(self, num_classes: int, epsilon: float = ROBUST_MAX_EPSILON,
                  num_quadrature: int = QUADRATURE_POINTS) -> None:
         super().__init__()
-        num_classes = _check_positive_int(num_classes, "num_classes")
+        num_classes = check_positive_int(num_classes, "num_classes")
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
         if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or \
@@ -74,7 +77,7 @@ class RobustMaxLikelihood(Likelihood):
                              f"got {epsilon!r}")
         self.num_classes = num_classes
         self.epsilon = float(epsilon)
-        self.quadrature = GaussHermiteQuadrature1D(num_locs=_check_positive_int(num_quadrature, "num_quadrature"))
+        self.quadrature = GaussHermiteQuadrature1D(num_locs=check_positive_int(num_quadrature, "num_quadrature"))
 
     @property
     def log_correct(self) -> float:
@@ -156,7 +159,7 @@ class MulticlassSVGP(gpytorch.models.ApproximateGP):
     def __init__(self, inducing_points: torch.Tensor, num_classes: int) -> None:
         if inducing_points.ndim != 2:
             raise ValueError(f"inducing_points must have shape (M, D), got {tuple(inducing_points.shape)}")
-        num_classes = _check_positive_int(num_classes, "num_classes")
+        num_classes = check_positive_int(num_classes, "num_classes")
         batch = torch.Size([num_classes])
         q_u = gpytorch.variational.CholeskyVariationalDistribution(inducing_points.size(0), batch_shape=batch)
         strategy = gpytorch.variational.IndependentMultitaskVariationalStrategy(
@@ -231,7 +234,7 @@ def kmeans_inducing_points(features: torch.Tensor, num_inducing: int, *, iterati
     :param features: ``(N, D)`` with ``N >= num_inducing``.
     :param iterations: Lloyd iterations after a seeded random initialisation from the data.
     """
-    num_inducing = _check_positive_int(num_inducing, "num_inducing")
+    num_inducing = check_positive_int(num_inducing, "num_inducing")
     if features.ndim != 2 or len(features) < num_inducing:
         raise ValueError(f"features must have shape (N, D) with N >= num_inducing = {num_inducing}, got "
                          f"{tuple(features.shape)}")
@@ -256,8 +259,8 @@ def pretrain_features(features: nn.Module, x: torch.Tensor, y: torch.Tensor, *, 
 
     :returns: The mean cross-entropy of each epoch.
     """
-    _check_positive_int(epochs, "epochs")
-    _check_positive_int(batch_size, "batch_size")
+    check_positive_int(epochs, "epochs")
+    check_positive_int(batch_size, "batch_size")
     if len(x) != len(y) or len(x) == 0:
         raise ValueError(f"x and y must be non-empty and of equal length, got {len(x)} and {len(y)}")
     torch.manual_seed(seed)
@@ -270,9 +273,7 @@ def pretrain_features(features: nn.Module, x: torch.Tensor, y: torch.Tensor, *, 
     history = []
     for _ in tqdm(range(epochs), desc="pretrain gpdnn features", unit="epoch", leave=False, disable=not progress):
         total = 0.0
-        perm = torch.randperm(len(x), generator=gen)
-        for start in range(0, len(x), batch_size):
-            idx = perm[start:start + batch_size]
+        for idx in _shuffled_batches(len(x), batch_size, gen):
             opt.zero_grad()
             loss = nn.functional.cross_entropy(net(x[idx].to(device)), y[idx].to(device))
             loss.backward()
@@ -323,8 +324,8 @@ def train_gpdnn(classifier: GPDNNClassifier, x: torch.Tensor, y: torch.Tensor, *
     :param callback: Called as ``callback(epoch, mean_loss)`` after each epoch.
     :returns: The mean negative ELBO (per datum) of each epoch.
     """
-    _check_positive_int(epochs, "epochs")
-    _check_positive_int(batch_size, "batch_size")
+    check_positive_int(epochs, "epochs")
+    check_positive_int(batch_size, "batch_size")
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0:
         raise ValueError(f"lr must be a positive number, got {lr!r}")
     if len(x) != len(y) or len(x) == 0:
@@ -337,9 +338,7 @@ def train_gpdnn(classifier: GPDNNClassifier, x: torch.Tensor, y: torch.Tensor, *
     history = []
     for epoch in tqdm(range(epochs), desc="train gpdnn", unit="epoch", leave=False, disable=not progress):
         total = 0.0
-        perm = torch.randperm(len(x), generator=gen)
-        for start in range(0, len(x), batch_size):
-            idx = perm[start:start + batch_size]
+        for idx in _shuffled_batches(len(x), batch_size, gen):
             xb, yb = x[idx].to(device), y[idx].to(device)
             opt.zero_grad()
             loss = -elbo(classifier.latent(xb), yb)

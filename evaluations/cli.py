@@ -191,6 +191,20 @@ def params_toml(items: list[str] | None) -> str:
     return ", ".join(f"{k} = {json.dumps(v if len(v) > 1 else v[0])}" for k, v in axes.items())
 
 
+def suite_head(name: str, args: argparse.Namespace, models: list[str], *, description: str = "",
+               backends: list[str] | None = None, split: str = "test") -> str:
+    """The ``[suite]`` and ``[data]`` tables of a suite a command builds from its ``--seed``, ``--dataset`` and
+    ``--n`` (the command appends its own tables)."""
+    import json
+
+    lines = ["[suite]", f"name = {json.dumps(name)}"]
+    lines += [f"description = {json.dumps(description)}"] if description else []
+    lines += [f"seed = {0 if args.seed is None else args.seed}", f"models = {json.dumps(models)}"]
+    lines += [f"backends = {json.dumps(backends)}"] if backends else []
+    lines += ["", "[data]", f"dataset = {json.dumps(args.dataset)}", f"split = {json.dumps(split)}", f"n = {args.n}"]
+    return "\n".join(lines) + "\n"
+
+
 def defend_suite_text(args: argparse.Namespace) -> str:
     """The suite ``advbridge defend`` runs, as TOML (stored with the results, so the report re-renders)."""
     import json
@@ -199,18 +213,9 @@ def defend_suite_text(args: argparse.Namespace) -> str:
     params = params_toml(args.param)
     threats = [t.strip() for t in args.threats.split(",") if t.strip()]
     norm = f'norm = {json.dumps(args.norm)}\n' if args.norm else ""
-    return f"""[suite]
-name = "defend_{args.defense}"
-description = {json.dumps(f"advbridge defend: {args.attack} against {args.defense} on {args.model}.")}
-seed = {0 if args.seed is None else args.seed}
-models = [{json.dumps(args.model)}]
-backends = [{json.dumps(args.backend)}]
-
-[data]
-dataset = {json.dumps(args.dataset)}
-split = "test"
-n = {args.n}
-correct_only = true
+    head = suite_head(f"defend_{args.defense}", args, [args.model], backends=[args.backend],
+                      description=f"advbridge defend: {args.attack} against {args.defense} on {args.model}.")
+    return head + f"""correct_only = true
 
 [defense]
 threats = {json.dumps(threats)}
@@ -279,18 +284,9 @@ reformer = "invert"
 classifier = "enhanced"
 """ if args.enhanced else ""
     norm = f'norm = {json.dumps(args.norm)}\n' if args.norm else ""
-    return f"""[suite]
-name = "invert"
-description = {json.dumps(f"advbridge invert: {args.attack} against Invert-and-Classify on {args.model}.")}
-seed = {0 if args.seed is None else args.seed}
-models = [{json.dumps(args.model)}]
-backends = [{json.dumps(args.backend)}]
-
-[data]
-dataset = {json.dumps(args.dataset)}
-split = "test"
-n = {args.n}
-
+    head = suite_head("invert", args, [args.model], backends=[args.backend],
+                      description=f"advbridge invert: {args.attack} against Invert-and-Classify on {args.model}.")
+    return head + f"""
 [defense]
 threats = {json.dumps(threats)}
 generator = {{ kind = {json.dumps(args.generator)}{f", epochs = {args.generator_epochs}" if args.generator_epochs else ""}{f", latent_dim = {args.latent_dim}" if args.latent_dim else ""} }}
@@ -346,20 +342,9 @@ def cmd_invert(args: argparse.Namespace) -> int:
 
 def kos_suite_text(args: argparse.Namespace) -> str:
     """The suite ``advbridge kos`` runs: one Kos attack on the VAE toward random targets."""
-    import json
-
-    return f"""[suite]
-name = "kos"
-description = {json.dumps(f"advbridge kos: the Kos et al. {args.attack} attack on {args.model}, random targets.")}
-seed = {0 if args.seed is None else args.seed}
-models = [{json.dumps(args.model)}]
-backends = ["native"]
-
-[data]
-dataset = {json.dumps(args.dataset)}
-split = "test"
-n = {args.n}
-
+    head = suite_head("kos", args, [args.model], backends=["native"],
+                      description=f"advbridge kos: the Kos et al. {args.attack} attack on {args.model}, random targets.")
+    return head + f"""
 [[attacks]]
 name = "kos_{args.attack}"
 norm = "l2"
@@ -426,15 +411,7 @@ def cmd_hardness(args: argparse.Namespace) -> int:
     from advbridge.bridge.io import atomic_write_text
 
     levels = f", levels = {json.dumps([float(v) for v in args.levels.split(',')])}" if args.levels else ""
-    text = f"""[suite]
-name = "hardness"
-models = [{json.dumps(args.model)}]
-seed = {0 if args.seed is None else args.seed}
-[data]
-dataset = {json.dumps(args.dataset)}
-split = "test"
-n = {args.n}
-[[estimators]]
+    text = suite_head("hardness", args, [args.model]) + f"""[[estimators]]
 name = "hardness"
 params = {{ saliency_on = {json.dumps(args.saliency_on)}{levels} }}
 """
@@ -458,15 +435,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     sigmas = [float(v) for v in args.noise_sigmas.split(",") if v.strip()] if args.noise_sigmas else []
     norm = f", norm = {json.dumps(args.norm)}" if args.norm else ""
-    text = f"""[suite]
-name = "transfer"
-models = [{json.dumps(models[0] if models else "")}]
-seed = {0 if args.seed is None else args.seed}
-[data]
-dataset = {json.dumps(args.dataset)}
-split = {json.dumps(args.split)}
-n = {args.n}
-[[estimators]]
+    text = suite_head("transfer", args, models[:1] or [""], split=args.split) + f"""[[estimators]]
 name = "transfer"
 params = {{ models = {json.dumps(models)}, attack = {json.dumps(args.attack)}{norm}, backend = {json.dumps(args.backend)}, \
 noise_sigmas = {json.dumps(sigmas)}, dataset = {json.dumps(args.dataset)}, table1 = {str(not args.no_table1).lower()} }}
@@ -509,16 +478,7 @@ label = "{label}"
 norm = "{norm}"
 params = {{ eps = {json.dumps(grid)}{extra} }}
 """ for label, name, norm, grid, extra in MEANFIELD_ATTACKS)
-    text = f"""[suite]
-name = "meanfield"
-models = [{json.dumps(args.model)}]
-backends = ["art"]
-seed = {0 if args.seed is None else args.seed}
-[data]
-dataset = {json.dumps(args.dataset)}
-split = "test"
-n = {args.n}
-[power_law]
+    text = suite_head("meanfield", args, [args.model], backends=["art"]) + f"""[power_law]
 max_eps = {{ linf = {args.max_eps_linf}, l2 = {args.max_eps_l2} }}
 [[estimators]]
 name = "meanfield"
