@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.advbridge-installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo test test-slow bench install clean
 
 install: $(STAMP)
 
@@ -18,7 +18,10 @@ demo: $(STAMP)
 	$(VENV)/bin/advbridge demo $(DEMO_ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) bench/bench_bridge.py $(BENCH_ARGS)

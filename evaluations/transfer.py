@@ -279,9 +279,10 @@ def _check_sigmas(noise_sigmas: Sequence[float]) -> list[float]:
 
 
 def _listify(a: np.ndarray) -> Any:
-    if a.ndim == 0:
-        return None if not np.isfinite(a) else float(a)
-    return [_listify(v) for v in a]
+    """Nested lists of JSON floats (NaN as ``None``)."""
+    from .meanfield import json_float
+
+    return json_float(a) if a.ndim == 0 else [_listify(v) for v in a]
 
 
 def _flat(values: Any) -> list:
@@ -369,7 +370,7 @@ def compute_transfer(model: Model, x: torch.Tensor, y: torch.Tensor, params: Map
     metrics: dict[str, Any] = {}
     table1 = []
     for i, name in enumerate(result.columns):
-        row = {"model": name, "distortion": _num(result.distortion[i]), "success_rate": _num(result.success_rate[i]),
+        row = {"model": name, "distortion": _listify(result.distortion[i]), "success_rate": _listify(result.success_rate[i]),
                "n_attacked": int(result.n_attacked[i]), "n_counted": int(result.n_counted[i]),
                "description": infos[name].get("description", "")}
         if p["table1"]:
@@ -384,13 +385,8 @@ def compute_transfer(model: Model, x: torch.Tensor, y: torch.Tensor, params: Map
     off = [result.error[r, c] for r in attack_rows for c in range(len(result.columns)) if r != c]
     off = [v for v in off if np.isfinite(v)]
     metrics["mean_transfer_error"] = float(np.mean(off)) if off else None
-    samples = {f"distortion[{row}]": [None if not np.isfinite(v) else float(v) for v in result.sample_distortion[i]]
-               for i, row in enumerate(result.rows)}
+    samples = {f"distortion[{row}]": _listify(result.sample_distortion[i]) for i, row in enumerate(result.rows)}
     return metrics, {"transfer": result.to_dict(), "table1": table1, "params": _jsonable(p)}, samples
-
-
-def _num(value: float) -> float | None:
-    return float(value) if np.isfinite(value) else None
 
 
 def _jsonable(p: Mapping[str, Any]) -> dict[str, Any]:
