@@ -28,7 +28,7 @@ def test_non_finite_input(tiny, attack_set, bad):
 
 def test_out_of_bounds_input(tiny, attack_set):
     x, y = attack_set
-    with pytest.raises(ValueError, match=r"x has values in .* outside the model's bounds"):
+    with pytest.raises(ValueError, match=r"x has values in .* outside the bounds"):
         run_attack(tiny, x * 255, y, FGSM, "art")
 
 
