@@ -40,3 +40,14 @@ def test_native_attacks_are_art_evasion_attacks(tiny, attack_set):
         StepLL(clf, eps=-1)
     with pytest.raises(ValueError, match="binary_search_steps must be a positive integer"):
         LBFGS(clf, binary_search_steps=0)
+
+
+def test_lbfgs_sample_does_not_depend_on_its_batch(tiny, attack_set):
+    """Each sample runs its own L-BFGS-B and bisection: alone or at position 4 of a batch of 8, the same x_adv."""
+    x, y = attack_set
+    spec = AttackSpec("lbfgs", params={"binary_search_steps": 2, "steps": 20})
+    batch = run_attack(tiny, x[3:11], y[3:11], spec, "native", progress=False)
+    alone = run_attack(tiny, x[7:8], y[7:8], spec, "native", progress=False)
+    assert alone.success[0]
+    assert float((batch.x_adv[4] - alone.x_adv[0]).abs().max()) <= 1e-6
+    assert batch.norms["l2"][4] == pytest.approx(alone.norms["l2"][0], abs=1e-6)
