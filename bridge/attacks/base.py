@@ -145,11 +145,19 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _coerce(attack: str, key: str, value: Any, default: Any) -> Any:
-    """Cast ``value`` to the type of the default, raising a clear error when it cannot be."""
+    """Cast ``value`` to the type of the default, raising a clear error when it cannot be.
+
+    Every numeric parameter (a float default, or a ``None`` default standing for "derived", such as
+    ``step_size``) must be finite: NaN or ±inf is a ``ValueError`` naming the parameter, since ART would
+    silently return the input and Foolbox NaN.
+    """
     if default is None:
-        if value is None or isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value is None:
             return value
-        raise TypeError(f"parameter '{key}' of attack '{attack}' must be a number, got {value!r}")
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise TypeError(f"parameter '{key}' of attack '{attack}' must be a number, got {value!r}")
+        _finite(attack, key, value)
+        return int(value) if isinstance(value, (int, np.integer)) else float(value)
     if isinstance(default, bool):
         if isinstance(value, (bool, np.bool_)):
             return bool(value)
@@ -161,22 +169,32 @@ def _coerce(attack: str, key: str, value: Any, default: Any) -> Any:
             return int(value)
         if isinstance(value, str) and value.strip().lstrip("-").isdigit():
             return int(value)
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
+        if isinstance(value, (float, np.floating)):
+            if float(value).is_integer():
+                return int(value)
+            _finite(attack, key, value)
         raise TypeError(f"parameter '{key}' of attack '{attack}' must be an integer, got {value!r}")
     if isinstance(default, float):
+        if isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"parameter '{key}' of attack '{attack}' must be a number, got {value!r}")
         try:
-            out = float(value)
+            float(value)
         except (TypeError, ValueError) as err:
             raise TypeError(f"parameter '{key}' of attack '{attack}' must be a number, got {value!r}") from err
-        if isinstance(value, bool) or not np.isfinite(out):
-            raise TypeError(f"parameter '{key}' of attack '{attack}' must be a finite number, got {value!r}")
-        return out
+        return _finite(attack, key, value)
     if isinstance(default, str):
         if not isinstance(value, str):
             raise TypeError(f"parameter '{key}' of attack '{attack}' must be a string, got {value!r}")
         return value
     return value
+
+
+def _finite(attack: str, key: str, value: Any) -> float:
+    """``value`` (a number) as a float; ``ValueError`` naming the parameter for NaN or ±inf."""
+    out = float(value)
+    if not np.isfinite(out):
+        raise ValueError(f"parameter '{key}' of attack '{attack}' must be a finite number, got {value!r}")
+    return out
 
 
 def require_positive(attack: str, params: Mapping[str, Any], *keys: str) -> None:
