@@ -20,6 +20,8 @@ import torch
 
 from advbridge.bridge import Model
 from advbridge.bridge.attacks.jsma import SALIENCY_ON, PapernotJSMA
+from advbridge.bridge.validation import (check_finite, check_inputs, check_labels, check_positive,
+                                         check_positive_int)
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +79,19 @@ def adversarial_distance(model: Model, x: torch.Tensor, targets: torch.Tensor, s
     """``A(X, t) = 1 − (1/D)·#{i : S(X, t)[i] > 0}`` with the single-feature saliency of §5.2 at ``X``.
 
     ``S[i] > 0`` iff ``∂F_t/∂X_i > 0`` and ``Σ_{c≠t} ∂F_c/∂X_i < 0``.
+
+    :param model: The bridge model.
+    :param x: Inputs ``(N, *model.input_shape)`` within ``model.bounds``.
+    :param targets: One target class per input.
+    :param saliency_on: ``probs`` (``F`` = softmax outputs) or ``logits``.
+    :param batch_size: Inputs per batch.
+    :raises ValueError: for bad inputs, targets, ``saliency_on`` or ``batch_size`` (see ``bridge.validation``).
     """
+    x = check_inputs(x, model, "x")
+    targets = check_labels(targets, len(x), model.nb_classes, "targets")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    if saliency_on not in SALIENCY_ON:
+        raise ValueError(f"saliency_on must be one of {list(SALIENCY_ON)}, got {saliency_on!r}")
     out = []
     for start in range(0, len(x), batch_size):
         xb = x[start:start + batch_size].to(model.device).requires_grad_(True)
@@ -115,14 +129,30 @@ def hardness_matrix(model: Model, x: torch.Tensor, y: torch.Tensor, *, levels=DE
     :param theta: +1 (increase features) or −1.
     :param batch_size: (sample, target) pairs per batch.
     :param headline_distortion: Υ at which ``success_rate`` and the mean distortions are reported.
+    :raises ValueError: for inputs of the wrong shape (channels-last named as such), outside ``model.bounds``
+        (e.g. 0–255 pixels), with NaN/inf or an empty batch; labels outside ``[0, nb_classes)`` or of the wrong
+        length; bad levels, ``saliency_on``, ``theta``, ``batch_size`` or ``headline_distortion``.
+    :raises TypeError: for non-floating inputs or non-integer labels. float64 inputs are cast to float32.
     """
-    levels = [float(v) for v in levels]
+    try:
+        levels = [float(v) for v in levels]
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"levels must list at least 2 distortion fractions in (0, 1], got {levels!r}") from err
     if len(levels) < 2 or any(not 0 < v <= 1 for v in levels):
         raise ValueError(f"levels must list at least 2 distortion fractions in (0, 1], got {levels}")
     if saliency_on not in SALIENCY_ON:
         raise ValueError(f"saliency_on must be one of {list(SALIENCY_ON)}, got {saliency_on!r}")
+    theta = check_finite(theta, "theta")
+    if theta == 0:
+        raise ValueError("theta must be non-zero (+1 increases features, -1 decreases them), got 0.0")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    headline_distortion = check_positive(headline_distortion, "headline_distortion")
+    if headline_distortion > 1:
+        raise ValueError(f"headline_distortion must be a fraction in (0, 1], got {headline_distortion!r}")
+    x = check_inputs(x, model, "x")
+    y = check_labels(y, len(x), model.nb_classes, "y")
     nb = model.nb_classes
-    x_pairs, sources, targets = all_target_pairs(torch.as_tensor(x), torch.as_tensor(y), nb)
+    x_pairs, sources, targets = all_target_pairs(x, y, nb)
     start = time.perf_counter()
     attack = PapernotJSMA(model.art(), theta=theta, max_distortion=max(levels + [headline_distortion]),
                           saliency_on=saliency_on, batch_size=batch_size, forward=model.pipeline)

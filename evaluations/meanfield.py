@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advbridge.bridge.model import Normalize
+from advbridge.bridge.validation import check_images, check_labels, check_positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -301,13 +302,19 @@ _IMPLEMENTATIONS = {"linearized": _gamma_linearized, "jvp": _gamma_jvp, "double_
                     "jacobian": _gamma_jacobian}
 
 
-def _check_gamma_args(x: Any, y: Any, direction: str, batch_size: int, method: str):
+def _check_gamma_args(model: Any, x: Any, y: Any, direction: str, batch_size: int, method: str,
+                      input_shape: Sequence[int] | None = None, bounds: tuple[float, float] | None = None):
+    """Checked ``(x, y)``: the x checks of ``bridge.validation.check_images`` (NaN/inf, shape with channels-last
+    named, bounds with a 0–255 hint), with the shape and bounds of a bridge ``Model`` or those given."""
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be 'l2' or 'sign', got {direction!r}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_positive_int(batch_size, "batch_size")
+    bridge_model = not isinstance(model, nn.Module) and isinstance(getattr(model, "pipeline", None), nn.Module)
+    if bridge_model:
+        input_shape = tuple(model.input_shape) if input_shape is None else input_shape
+        bounds = tuple(model.bounds) if bounds is None else bounds
     x = _as_tensor("x", x)
     y = _as_tensor("y", y)
     if x.dim() < 2:
@@ -318,6 +325,14 @@ def _check_gamma_args(x: Any, y: Any, direction: str, batch_size: int, method: s
         raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
     if len(x) == 0:
         raise ValueError("x is empty")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point array (float32 or float64), got dtype {x.dtype}")
+    if input_shape is not None or x.dim() == 4:
+        check_images(x, input_shape, bounds, "x", device=None)  # validation only: x keeps its dtype
+    else:  # not an image batch: the same finiteness and bounds check on a flat view
+        check_images(x.reshape(len(x), 1, 1, -1), None, bounds, "x", device=None)
+    if bridge_model:
+        return x, check_labels(y, len(x), model.nb_classes, "y")
     if y.is_floating_point() or y.dtype == torch.bool:
         raise ValueError(f"y must hold integer class indices, got dtype {y.dtype}")
     if int(y.min()) < 0:
@@ -325,10 +340,11 @@ def _check_gamma_args(x: Any, y: Any, direction: str, batch_size: int, method: s
     return x, y.long()
 
 
-def _gamma(model: Any, x: Any, y: Any, *, direction: str = "l2", batch_size: int = 256,
-           method: str = "auto") -> tuple[torch.Tensor, torch.Tensor, str]:
+def _gamma(model: Any, x: Any, y: Any, *, direction: str = "l2", batch_size: int = 256, method: str = "auto",
+           input_shape: Sequence[int] | None = None,
+           bounds: tuple[float, float] | None = None) -> tuple[torch.Tensor, torch.Tensor, str]:
     """:func:`gamma` that also returns the method actually used."""
-    x, y = _check_gamma_args(x, y, direction, batch_size, method)
+    x, y = _check_gamma_args(model, x, y, direction, batch_size, method, input_shape, bounds)
     module = _resolve_module(model)
     device, dtype = _device_dtype(module, x)
     candidates = list(AUTO_ORDER) if method == "auto" else [method]
@@ -373,7 +389,8 @@ def _gamma(model: Any, x: Any, y: Any, *, direction: str = "l2", batch_size: int
 
 
 def gamma(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, direction: str = "l2", batch_size: int = 256,
-          method: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+          method: str = "auto", input_shape: Sequence[int] | None = None,
+          bounds: tuple[float, float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Clean logits ``h(x)`` and the linear-response vector ``Γ(x) = Jᵀu`` (algorithms.md §6.3, §6.8).
 
     ``u = Jδ/‖Jδ‖₂`` (``direction="l2"``, L2-FGM) or ``u = sign(Jδ)`` (``"sign"``, FGSM), with
@@ -412,11 +429,18 @@ def gamma(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, direction: str 
         Every batch is checked against the identity ``⟨Γ, δ⟩ = ⟨u, Jδ⟩`` (``‖Jδ‖₂`` or ``‖Jδ‖₁``), which any
         exact ``Jᵀu`` satisfies; a method that fails it (a silently cut graph, or a random model whose JVP pass
         differs from its VJP pass) raises ``RuntimeError``, or hands over to the fallback under ``"auto"``.
+    :param input_shape: ``(C, H, W)`` that ``x`` must have (channels-last input is named as such); a bridge
+        ``Model`` supplies its own. ``None`` for a plain module: any shape.
+    :param bounds: ``(low, high)`` that ``x`` must lie in (a 0–255 image fails with a hint); a bridge ``Model``
+        supplies its own. ``None`` for a plain module: only NaN/inf are refused.
     :returns: ``(logits, Gamma)``, both ``(N, K)``, detached, on the model's device.
-    :raises ValueError: For a bad ``direction``, ``method``, ``batch_size`` or mismatched ``x``/``y``.
+    :raises ValueError: For a bad ``direction``, ``method``, ``batch_size``, mismatched ``x``/``y``, an empty
+        batch, NaN/inf in ``x``, or ``x`` of the wrong shape or outside the bounds (``bridge.validation``).
+    :raises TypeError: For a non-floating ``x``, or (bridge ``Model``) non-integer labels.
     :raises RuntimeError: When no method can differentiate the model, or ``Γ`` fails the consistency check.
     """
-    logits, gam, _ = _gamma(model, x, y, direction=direction, batch_size=batch_size, method=method)
+    logits, gam, _ = _gamma(model, x, y, direction=direction, batch_size=batch_size, method=method,
+                            input_shape=input_shape, bounds=bounds)
     return logits, gam
 
 
@@ -712,7 +736,9 @@ class MeanFieldEstimate:
 
 
 def estimate_meanfield(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, direction: str = "l2",
-                       batch_size: int = 256, method: str = "auto", quantile: float = 0.2) -> MeanFieldEstimate:
+                       batch_size: int = 256, method: str = "auto", quantile: float = 0.2,
+                       input_shape: Sequence[int] | None = None,
+                       bounds: tuple[float, float] | None = None) -> MeanFieldEstimate:
     """Γ, ``ε̂_lin``, ``ε̂_MF`` and the logit-gap exponents of ``model`` on ``(x, y)`` in one call.
 
     :param model: Torch module returning logits, or a bridge ``Model`` (see :func:`gamma`).
@@ -722,8 +748,12 @@ def estimate_meanfield(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, di
     :param batch_size: Examples per batch.
     :param method: Γ method (see :func:`gamma`).
     :param quantile: Fraction of the smallest gaps used by :func:`small_gap_exponents`.
+    :param input_shape: Shape ``x`` must have (see :func:`gamma`); a bridge ``Model`` supplies its own.
+    :param bounds: Range ``x`` must lie in (see :func:`gamma`); a bridge ``Model`` supplies its own.
+    :raises ValueError: For bad arguments or inputs, as :func:`gamma`.
     """
-    logits, gam, used_method = _gamma(model, x, y, direction=direction, batch_size=batch_size, method=method)
+    logits, gam, used_method = _gamma(model, x, y, direction=direction, batch_size=batch_size, method=method,
+                                      input_shape=input_shape, bounds=bounds)
     y_t = _as_tensor("y", y).to(logits.device)
     lr = linear_response(logits, gam, y_t)
     correct = torch.as_tensor(lr.used, device=logits.device)

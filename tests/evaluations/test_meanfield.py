@@ -219,6 +219,62 @@ def test_gamma_bad_arguments(tiny64, batch):
         mf.gamma(object(), x, y)
 
 
+def _nan_at(x: torch.Tensor, *index) -> torch.Tensor:
+    x = x.clone()
+    x[index] = float("nan")
+    return x
+
+
+MF_BAD_INPUT = [  # (case, x from 4 test images, error, exact message); a bridge Model supplies shape and bounds
+    ("nan", lambda x: _nan_at(x, 1, 0, 5, 5), ValueError, r"^x contains NaN or inf values in 1 of 4 inputs$"),
+    ("inf", lambda x: _nan_at(x, 0, 0, 5, 5).nan_to_num(nan=float("inf")), ValueError,
+     r"^x contains NaN or inf values in 1 of 4 inputs$"),
+    ("x255", lambda x: x * 255, ValueError,
+     (r"^x has values in \[0, 255\] outside the bounds \[0, 1\] \(it looks like 0-255 pixels: divide by 255\); "
+      r"scale the input or set the bounds$")),
+    ("channels_last", lambda x: x.permute(0, 2, 3, 1), ValueError,
+     (r"^x looks channels-last \(N, H, W, C\) with shape \(4, 28, 28, 1\); expected channels-first "
+      r"\(N, C, H, W\) = \(N, 1, 28, 28\); use x.permute\(0, 3, 1, 2\)$")),
+]
+
+
+@pytest.mark.parametrize("case, make, error, message", MF_BAD_INPUT, ids=[c[0] for c in MF_BAD_INPUT])
+@pytest.mark.parametrize("entry", ["gamma", "estimate_meanfield"])
+def test_bad_input_names_the_argument(tiny, mnist5k, entry, case, make, error, message):
+    """Before: NaN failed the Γ consistency check as "not differentiable or random"; ×255 and channels-last ran."""
+    x, y = make(mnist5k.x_test[:4]), mnist5k.y_test[:4]
+    with pytest.raises(error, match=message):
+        getattr(mf, entry)(tiny, x, y)
+
+
+def test_plain_module_input_checks(tiny64, batch):
+    """A plain module has no shape or bounds: NaN is refused always, shape and bounds when given."""
+    x, y = batch[0][:4], batch[1][:4]
+    with pytest.raises(ValueError, match=r"^x contains NaN or inf values in 1 of 4 inputs$"):
+        mf.gamma(tiny64, _nan_at(x, 2, 0, 1, 1), y)
+    with pytest.raises(ValueError, match=r"^x contains NaN or inf values in 1 of 3 inputs$"):
+        mf.gamma(_Net(), _nan_at(torch.zeros(3, 6, dtype=torch.float64), 0, 2), torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match=r"^x has values in \[0, 255\] outside the bounds \[0, 1\]"):
+        mf.estimate_meanfield(tiny64, x * 255, y, bounds=(0, 1))
+    with pytest.raises(ValueError, match=r"^x looks channels-last"):
+        mf.gamma(tiny64, x.permute(0, 2, 3, 1), y, input_shape=(1, 28, 28))
+    with pytest.raises(TypeError, match=r"^x must be a floating-point array \(float32 or float64\), got dtype "
+                                        r"torch.uint8$"):
+        mf.gamma(tiny64, (x * 255).to(torch.uint8), y)
+    _, g = mf.gamma(tiny64, x, y, input_shape=(1, 28, 28), bounds=(0, 1))   # valid input: float64 kept
+    assert g.dtype == torch.float64 and torch.allclose(g, mf.gamma(tiny64, x, y)[1])
+
+
+def test_bridge_model_labels_are_checked_like_run_attack(tiny, mnist5k):
+    x = mnist5k.x_test[:2]
+    with pytest.raises(ValueError, match=r"^y has labels in \[-1, 3\]; expected 0 <= y < 10$"):
+        mf.gamma(tiny, x, torch.tensor([-1, 3]))
+    with pytest.raises(TypeError, match=r"^y must hold integer class indices, got dtype torch.float32$"):
+        mf.gamma(tiny, x, torch.tensor([1.0, 3.0]))
+    _, g64 = mf.gamma(tiny, x.double(), mnist5k.y_test[:2])               # float64 input to a float32 model
+    assert torch.allclose(g64, mf.gamma(tiny, x, mnist5k.y_test[:2])[1])
+
+
 # --------------------------------------------------------------------------- linear response
 def test_linear_response_by_hand():
     # ex 0: h = (3, 1, 2), Γ = (0, 1, 3): sorted h (3, 2, 1), Γ (0, 3, 1); ε̂_2 = 1/3, ε̂_3 = 2/1 -> 1/3
