@@ -7,12 +7,15 @@ optional mean/std normalisation, then the classifier, which returns logits.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
+
+from .validation import check_finite, check_positive, check_positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -99,22 +102,15 @@ class Model:
     ) -> None:
         if not isinstance(module, nn.Module):
             raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
-        input_shape = tuple(int(s) for s in input_shape)
-        if len(input_shape) != 3:
-            raise ValueError(f"input_shape must be (C, H, W), got {input_shape}")
-        low, high = (float(b) for b in bounds)
-        if not low < high:
-            raise ValueError(f"bounds must be (low, high) with low < high, got {bounds}")
+        input_shape = _check_input_shape(input_shape)
+        low, high = _check_bounds(bounds)
         if (mean is None) != (std is None):
             raise ValueError("mean and std must be given together")
         self.module = module
         self.input_shape = input_shape
         self.bounds = (low, high)
-        self.mean = None if mean is None else [float(m) for m in np.atleast_1d(mean)]
-        self.std = None if std is None else [float(s) for s in np.atleast_1d(std)]
-        for name, value in (("mean", self.mean), ("std", self.std)):
-            if value is not None and len(value) not in (1, input_shape[0]):
-                raise ValueError(f"{name} must have 1 or {input_shape[0]} entries, got {len(value)}")
+        self.mean = None if mean is None else _check_channels(mean, "mean", input_shape[0], positive=False)
+        self.std = None if std is None else _check_channels(std, "std", input_shape[0], positive=True)
         self.preprocessing = list(preprocessing)
         for i, p in enumerate(self.preprocessing):
             if not (isinstance(p, nn.Module) or _is_art_preprocessor(p)):
@@ -124,7 +120,8 @@ class Model:
         self._pipeline: nn.Module | None = None
         self._art: dict[bool, object] = {}
         self._foolbox = None
-        self.nb_classes = int(nb_classes) if nb_classes is not None else self._infer_nb_classes()
+        self.nb_classes = check_positive_int(nb_classes, "nb_classes") if nb_classes is not None \
+            else self._infer_nb_classes()
 
     # ------------------------------------------------------------------ torch
     @property
@@ -198,10 +195,19 @@ class Model:
         return self._foolbox
 
     def with_device(self, device: str | torch.device) -> "Model":
-        """The same model (shared module, moved) on another device, with fresh toolkit wrappers."""
+        """The same model on another device, with fresh toolkit wrappers; ``self`` is left as it is.
+
+        On a different device the clone gets its own deep copy of the module and preprocessors (moved there when
+        first used), so the original's module, and the ART/Foolbox wrappers it has cached, stay on its device. On
+        the same device nothing moves, and the clone shares the module.
+        """
+        target = torch.device(device)
         clone = self.__class__.__new__(self.__class__)
         clone.__setstate__(self.__getstate__())
-        clone.device = torch.device(device)
+        if target != self.device:
+            # One deepcopy call keeps modules shared between the classifier and a preprocessor shared in the copy.
+            clone.module, clone.preprocessing = copy.deepcopy((self.module, self.preprocessing))
+        clone.device = target
         return clone
 
     def __getstate__(self) -> dict:
@@ -216,6 +222,44 @@ class Model:
     def __repr__(self) -> str:
         return (f"Model({type(self.module).__name__}, input_shape={self.input_shape}, bounds={self.bounds}, "
                 f"nb_classes={self.nb_classes}, preprocessing={len(self.preprocessing)}, device={self.device})")
+
+
+def _check_input_shape(input_shape) -> tuple[int, int, int]:
+    """``input_shape`` as ``(C, H, W)`` of positive ints, or ``ValueError`` naming it."""
+    try:
+        dims = tuple(input_shape)
+    except TypeError as err:
+        raise TypeError(f"input_shape must be a sequence (C, H, W), got {input_shape!r}") from err
+    if len(dims) != 3:
+        raise ValueError(f"input_shape must be (C, H, W), got {dims}")
+    for d in dims:
+        if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)) or d < 1:
+            raise ValueError(f"input_shape must be (C, H, W) of positive integers, got {dims}")
+    return tuple(int(d) for d in dims)  # type: ignore[return-value]
+
+
+def _check_bounds(bounds) -> tuple[float, float]:
+    """``bounds`` as finite ``(low, high)`` with ``low < high``, or ``ValueError`` naming it."""
+    try:
+        low, high = bounds
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"bounds must be (low, high), got {bounds!r}") from err
+    low, high = check_finite(low, "bounds[0]"), check_finite(high, "bounds[1]")
+    if not low < high:
+        raise ValueError(f"bounds must be (low, high) with low < high, got {tuple(bounds)}")
+    return low, high
+
+
+def _check_channels(values, name: str, channels: int, positive: bool) -> list[float]:
+    """Per-channel ``mean`` or ``std``: 1 or ``channels`` finite entries (``std``: > 0), or ``ValueError``."""
+    try:
+        flat = np.atleast_1d(np.asarray(values, dtype=np.float64)).reshape(-1)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be a number or a sequence of numbers, got {values!r}") from err
+    if len(flat) not in (1, channels):
+        raise ValueError(f"{name} must have 1 or {channels} entries (one per channel), got {len(flat)}")
+    check = check_positive if positive else check_finite
+    return [check(float(v), f"{name}[{i}]") for i, v in enumerate(flat)]
 
 
 def _is_art_preprocessor(obj) -> bool:
