@@ -13,7 +13,7 @@ import torch
 
 from .io import atomic_write_text
 from .model import Model
-from .result import AttackResult
+from .result import DEFINITIONS, AttackResult
 from .run import run_attack
 from .spec import AttackSpec
 from .validation import check_inputs, check_labels
@@ -51,12 +51,33 @@ class CrossvalReport:
     results: dict[str, AttackResult]
     agreement: float
     flags: list[Flag] = field(default_factory=list)
-    stronger: str | None = None
+    #: The stronger backend at equal budget per pair ``(a, b)`` in backend order; ``None`` for a tie.
+    stronger_by_pair: dict[tuple[str, str], str | None] = field(default_factory=dict)
     ratios: dict[str, float] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
         return next(iter(self.results.values())).n
+
+    @property
+    def stronger(self) -> str | None:
+        """The backend stronger than every other one (with two backends: the pair's winner); ``None`` otherwise."""
+        names = list(self.results)
+        for name in names:
+            if all(self.stronger_by_pair.get(tuple(sorted((name, other), key=names.index))) == name
+                   for other in names if other != name):
+                return name
+        return None
+
+    @property
+    def already_misclassified(self) -> int:
+        """Inputs the model gets wrong when clean (the same for every backend: one model judges them all)."""
+        return int(next(iter(self.results.values())).misclassified.sum())
+
+    def _stronger_text(self) -> str:
+        if len(self.results) <= 2:
+            return self.stronger or "tie"
+        return ", ".join(f"{a} vs {b}: {w or 'tie'}" for (a, b), w in self.stronger_by_pair.items())
 
     def to_json(self) -> dict[str, Any]:
         """The ``crossval.json`` document (its keys are a stable contract)."""
@@ -68,17 +89,22 @@ class CrossvalReport:
             "backends": {name: _jsonable(r.summary()) for name, r in self.results.items()},
             "agreement": self.agreement,
             "flags": [f.to_dict() for f in self.flags],
+            "already_misclassified": self.already_misclassified,
+            "stronger": self.stronger,
+            "stronger_by_pair": {f"{a}/{b}": w for (a, b), w in self.stronger_by_pair.items()},
         }
 
     def table(self) -> str:
         """A plain-text table for the terminal."""
-        head = f"{'backend':<9} {'success':>8} {'med L0':>8} {'med L2':>8} {'med Linf':>9} {'time s':>8}"
-        lines = [f"{self.spec}  n={self.n}", head, "-" * len(head)]
+        head = (f"{'backend':<9} {'success':>8} {'med L0':>8} {'med L1':>8} {'med L2':>8} {'med Linf':>9} "
+                f"{'time s':>8}")
+        lines = [(f"{self.spec}  n={self.n}, {self.already_misclassified} already misclassified "
+                  "(never a success)"), head, "-" * len(head)]
         for name, r in self.results.items():
             s = r.summary()
-            lines.append(f"{name:<9} {100 * s['success_rate']:>7.1f}% {s['median_l0']:>8.1f} {s['median_l2']:>8.4f} "
-                         f"{s['median_linf']:>9.4f} {s['time_s']:>8.2f}")
-        lines.append(f"agreement {100 * self.agreement:.1f}%   stronger: {self.stronger or 'tie'}")
+            lines.append(f"{name:<9} {_pct(s['success_rate']):>8} {s['median_l0']:>8.1f} {s['median_l1']:>8.4f} "
+                         f"{s['median_l2']:>8.4f} {s['median_linf']:>9.4f} {s['time_s']:>8.2f}")
+        lines.append(f"agreement {_pct(self.agreement)}   stronger: {self._stronger_text()}")
         for key, value in self.ratios.items():
             lines.append(f"{key}: {value:.3f}")
         lines += [f"! {f.message}" + (f"  [known: {f.cause}]" if f.cause else "") for f in self.flags]
@@ -89,14 +115,16 @@ class CrossvalReport:
         lines = [f"## `{self.spec.name}` ({self.spec.norm}), n = {self.n}", "",
                  "Parameters (shared by every backend): " + ", ".join(
                      f"`{k}={v}`" for k, v in sorted(self.params.items())), "",
-                 "| backend | success | median L0 | median L2 | median L∞ | time (s) |",
-                 "|---|---|---|---|---|---|"]
+                 (f"Already misclassified when clean: {self.already_misclassified} of {self.n} (never a success; "
+                  "success rates are over the correctly classified inputs)."), "",
+                 "| backend | success | median L0 | median L1 | median L2 | median L∞ | time (s) |",
+                 "|---|---|---|---|---|---|---|"]
         for name, r in self.results.items():
             s = r.summary()
-            lines.append(f"| {name} | {100 * s['success_rate']:.1f}% | {s['median_l0']:.1f} | {s['median_l2']:.4f} "
-                         f"| {s['median_linf']:.4f} | {s['time_s']:.2f} |")
-        lines += ["", f"Per-sample agreement on success: **{100 * self.agreement:.1f}%**. "
-                      f"Stronger at equal budget: **{self.stronger or 'tie'}**."]
+            lines.append(f"| {name} | {_pct(s['success_rate'])} | {s['median_l0']:.1f} | {s['median_l1']:.4f} "
+                         f"| {s['median_l2']:.4f} | {s['median_linf']:.4f} | {s['time_s']:.2f} |")
+        lines += ["", (f"Per-sample agreement on success (correctly classified inputs): **{_pct(self.agreement)}**. "
+                       f"Stronger at equal budget: **{self._stronger_text()}**.")]
         for key, value in self.ratios.items():
             lines.append(f"- {key}: {value:.3f}")
         if self.flags:
@@ -109,6 +137,7 @@ class CrossvalReport:
                     lines.append(f"  - upstream: {url}")
         else:
             lines += ["", "No flags."]
+        lines += ["", DEFINITIONS]
         return "\n".join(lines) + "\n"
 
     def save(self, directory) -> None:
@@ -131,11 +160,15 @@ def crossval(model: Model, x, y, spec: AttackSpec, backends: tuple[str, ...] | l
     :param batch_size: Inputs per toolkit call.
     :param progress: Show progress bars.
     """
+    if isinstance(backends, str) or not isinstance(backends, (tuple, list)):
+        raise TypeError(f"backends must be a tuple or list of backend names, got {backends!r}")
     backends = tuple(backends)
     if not backends or len(set(backends)) != len(backends):
         raise ValueError(f"backends must name distinct backends, got {list(backends)}")
     if not isinstance(model, Model):
         raise TypeError(f"model must be an advbridge.bridge.Model, got {type(model).__name__}")
+    if not isinstance(spec, AttackSpec):
+        raise TypeError(f"spec must be an AttackSpec, got {type(spec).__name__}")
     x_t = check_inputs(x, model, "x")
     y_t = check_labels(y, len(x_t), model.nb_classes, "y")
     params = spec.resolved_params()
@@ -143,9 +176,6 @@ def crossval(model: Model, x, y, spec: AttackSpec, backends: tuple[str, ...] | l
         spec.definition.check_backend(backend, spec.norm, params, spec.is_targeted)
     results = {b: run_attack(model, x_t, y_t, spec, b, seed=seed, batch_size=batch_size, progress=progress)
                for b in backends}
-    pred_clean = model.predict(x_t, batch_size).numpy()
-    for r in results.values():
-        r.pred_clean = pred_clean
     agreement = agreement_rate(results)
     report = CrossvalReport(spec=spec, params=params, results=results, agreement=agreement)
     compare(report, model.bounds)
@@ -153,13 +183,17 @@ def crossval(model: Model, x, y, spec: AttackSpec, backends: tuple[str, ...] | l
 
 
 def agreement_rate(results: dict[str, AttackResult]) -> float:
-    """Fraction of samples on which every backend's success agrees."""
+    """Fraction of the correctly classified inputs on which every backend's success agrees (NaN when none is;
+    already-misclassified inputs are failures everywhere, so they would agree by definition)."""
     stacked = np.stack([r.success for r in results.values()])
-    return float((stacked == stacked[0]).all(0).mean())
+    correct = ~np.any(np.stack([r.misclassified for r in results.values()]), 0)
+    agree = (stacked == stacked[0]).all(0)
+    return float(agree[correct].mean()) if correct.any() else float("nan")
 
 
 def compare(report: CrossvalReport, bounds: tuple[float, float] | None = None) -> None:
-    """Fill ``report.flags``, ``stronger`` and ``ratios``; checks needing ``x_adv`` are skipped without it."""
+    """Fill ``report.flags``, ``stronger_by_pair`` (every pair) and ``ratios``; checks needing ``x_adv`` are skipped
+    without it."""
     spec, attack = report.spec, report.spec.definition
     norm_key = "l2" if spec.norm == "l2" or not attack.minimization else spec.norm
     flags = report.flags
@@ -186,7 +220,7 @@ def compare(report: CrossvalReport, bounds: tuple[float, float] | None = None) -
                 flags.append(Flag("norm_gap", f"median {norm_key} differs by more than {100 * NORM_GAP:.0f}% at "
                                               f"equal success: {a} {ma:.4g} vs {b} {mb:.4g} on {int(common.sum())} "
                                               "samples both broke"))
-        report.stronger = _stronger(a, b, gap, ma, mb, attack.minimization)
+        report.stronger_by_pair[(a, b)] = _stronger(a, b, gap, ma, mb, attack.minimization)
         if attack.same_algorithm and not report.params.get("random_start", False) and ra.x_adv is not None \
                 and rb.x_adv is not None:
             diff = float((ra.x_adv - rb.x_adv).abs().max())
@@ -218,6 +252,10 @@ def _stronger(a: str, b: str, gap: float, ma: float, mb: float, minimization: bo
     if gap != 0:
         return a if gap > 0 else b
     return None
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}%" if np.isfinite(value) else "–"
 
 
 def _jsonable(obj: Any) -> Any:

@@ -28,17 +28,32 @@ def seed_everything(seed: int) -> None:
 
 def resolve_targets(spec: AttackSpec, model: Model, x: torch.Tensor, y: torch.Tensor, seed: int,
                     batch_size: int = 512) -> torch.Tensor | None:
-    """Target labels for ``spec.targeted``: None, the least-likely class, a seeded random class ≠ y, or given."""
+    """Target labels for ``spec.targeted``; a target never equals the true label.
+
+    - ``none``: ``None``;
+    - ``least_likely``: the class with the lowest logit among the classes other than ``y``;
+    - ``random``: a seeded draw, uniform over the ``nb_classes - 1`` classes other than ``y``;
+    - explicit labels: checked like ``y``; a target equal to its true label is a ``ValueError`` naming
+      ``targeted`` and the index (such an attack could only "succeed" by doing nothing).
+    """
     mode = spec.targeted
     if mode == "none":
         return None
     if mode == "least_likely":
-        return model.logits(x, batch_size).argmin(1).cpu()
+        logits = model.logits(x, batch_size).detach().cpu().double()
+        logits[torch.arange(len(y)), y] = float("inf")  # the true label is never the target
+        return logits.argmin(1)
     if mode == "random":
         gen = torch.Generator().manual_seed(seed)
         offset = torch.randint(1, model.nb_classes, (len(y),), generator=gen)
         return (y + offset) % model.nb_classes
-    return check_labels(torch.tensor(mode), len(x), model.nb_classes, name="targeted")
+    targets = check_labels(torch.tensor(mode), len(x), model.nb_classes, name="targeted")
+    same = (targets == y).nonzero().flatten()
+    if len(same):
+        i = int(same[0])
+        raise ValueError(f"targeted[{i}] = {int(targets[i])} equals the true label y[{i}]; a target must differ from "
+                         f"the true label ({len(same)} of {len(y)} targets do, first at index {i})")
+    return targets
 
 
 def _generate_batch(backend: str, attack, model: Model, minimization: bool, xb: torch.Tensor,
@@ -61,7 +76,8 @@ def _generate_batch(backend: str, attack, model: Model, minimization: bool, xb: 
 
 def run_attack(model: Model, x, y, spec: AttackSpec, backend: str = "art", *, seed: int = 0,
                batch_size: int = 128, progress: bool = True) -> AttackResult:
-    """Run ``spec`` on ``backend`` and judge the result with the bridge's own model.
+    """Run ``spec`` on ``backend`` and judge the result with the bridge's own model (``result.judge_success``:
+    success only on inputs the model classifies correctly when clean; the others are ``already_misclassified``).
 
     :param model: The wrapped model.
     :param x: Inputs, NCHW within ``model.bounds`` (numpy or torch; float64 is cast).
@@ -105,8 +121,11 @@ def run_attack(model: Model, x, y, spec: AttackSpec, backend: str = "art", *, se
     elapsed = time.perf_counter() - start_time
 
     judged = judge(model, x_t, torch.cat(chunks), y_t, targets)
-    logger.info("%s on %s: success %.1f%% in %.2fs", spec, backend, 100 * judged["success"].mean(), elapsed)
-    return AttackResult(spec=spec, backend=backend, params=params, x_adv=judged["x_adv"], labels=y_t.numpy(),
-                        targets=None if targets is None else targets.numpy(), pred_clean=None,
-                        pred_adv=judged["pred_adv"], success=judged["success"], nonfinite=judged["nonfinite"],
-                        norms=judged["norms"], time_s=elapsed, seed=int(seed))
+    result = AttackResult(spec=spec, backend=backend, params=params, x_adv=judged["x_adv"], labels=y_t.numpy(),
+                          targets=None if targets is None else targets.numpy(), pred_clean=judged["pred_clean"],
+                          pred_adv=judged["pred_adv"], success=judged["success"], nonfinite=judged["nonfinite"],
+                          norms=judged["norms"], time_s=elapsed, seed=int(seed),
+                          already_misclassified=judged["already_misclassified"])
+    logger.info("%s on %s: success %.1f%% of %d correctly classified inputs (%d already misclassified) in %.2fs",
+                spec, backend, 100 * result.success_rate, result.n_correct, result.n - result.n_correct, elapsed)
+    return result

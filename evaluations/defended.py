@@ -344,19 +344,29 @@ def _device_type(device: torch.device) -> str:
 
 
 def defense_metrics(name: str, adv, clean, y: np.ndarray) -> dict[str, float]:
-    """MagNet's metric and its ablations for system ``name`` (``adv``/``clean``: ``MagNetOutputs``).
+    """MagNet's metric and its ablations for system ``name`` (``adv``/``clean``: ``MagNetOutputs``), under the one
+    definition of success: an input the system's classifier gets wrong when clean is already misclassified, and
+    it counts as wrong (never as handled) whatever happens to its adversarial version.
 
-    ``accuracy_with_defense``: adversarial inputs rejected or classified correctly after reforming (§1.4);
+    ``accuracy_with_defense``: inputs whose clean version the classifier gets right after reforming, and whose
+    adversarial version is rejected or classified correctly after reforming (§1.4), over all inputs;
+    ``accuracy_detector_only``: the same without the reformer (the bare classifier judges both);
+    ``accuracy_reformer_only``: right after reforming both clean and adversarial;
+    ``detection_rate``: adversarial inputs rejected;
     ``clean_accuracy_with_defense``: clean inputs accepted and classified correctly after reforming (§2.5);
-    ``false_positive_rate``: clean inputs rejected.
+    ``false_positive_rate``: clean inputs rejected;
+    ``already_misclassified``: clean inputs the classifier gets wrong after reforming (a count).
     """
-    ev = adv.evaluate(y)
-    return {f"accuracy_with_defense[{name}]": ev.with_defense,
-            f"accuracy_detector_only[{name}]": ev.detector_only,
-            f"accuracy_reformer_only[{name}]": ev.reformer_only,
-            f"detection_rate[{name}]": ev.detection_rate,
-            f"clean_accuracy_with_defense[{name}]": float(((~clean.rejected) & (clean.pred_reformed == y)).mean()),
-            f"false_positive_rate[{name}]": float(clean.rejected.mean())}
+    y = np.asarray(y)
+    clean_reformed_ok, clean_raw_ok = clean.pred_reformed == y, clean.pred_raw == y
+    adv_reformed_ok, adv_raw_ok = adv.pred_reformed == y, adv.pred_raw == y
+    return {f"accuracy_with_defense[{name}]": float((clean_reformed_ok & (adv.rejected | adv_reformed_ok)).mean()),
+            f"accuracy_detector_only[{name}]": float((clean_raw_ok & (adv.rejected | adv_raw_ok)).mean()),
+            f"accuracy_reformer_only[{name}]": float((clean_reformed_ok & adv_reformed_ok).mean()),
+            f"detection_rate[{name}]": float(adv.rejected.mean()),
+            f"clean_accuracy_with_defense[{name}]": float(((~clean.rejected) & clean_reformed_ok).mean()),
+            f"false_positive_rate[{name}]": float(clean.rejected.mean()),
+            f"already_misclassified[{name}]": int((~clean_reformed_ok).sum())}
 
 
 def validate_detector(cfg: Any, where: str) -> str | None:

@@ -14,7 +14,7 @@ import numpy as np
 
 from advbridge.defenses.magnet import graybox_random_row
 
-from .report import _fmt, _safe, _setting_key
+from .report import _fmt, _safe, _setting_key, stored_misclassified
 
 
 def _pct(value: Any) -> str:
@@ -44,8 +44,13 @@ def defense_markdown(suite, done: list[dict[str, Any]], plots: list[str]) -> lis
     ran = {c["record"]["threat"] for c in done}  # per-attack threat overrides included
     threats = [t for t in suite.threats if t in ran] + sorted(ran - set(suite.threats) - {"none"})
     lines = ["## Defenses", "",
-             "Accuracy with defense is MagNet's metric (§1.4): an adversarial input counts as handled when a detector "
-             "rejects it or the classifier is right after reforming. *oblivious*: the attack was computed on the bare "
+             "Accuracy with defense is MagNet's metric (§1.4) under the one definition of success: an adversarial "
+             "input counts as handled when a detector rejects it or the classifier is right after reforming, and "
+             "its clean input is one the system's classifier gets right after reforming (an input already "
+             "misclassified when clean counts as wrong, whatever the detectors do; *already misclassified* in the "
+             "clean table). Detector-only and reformer-only accuracies apply the same rule with the bare and the "
+             "reformed classifier. Attack success (the *attack success* columns) is over the inputs the attacked "
+             "model classifies correctly when clean. *oblivious*: the attack was computed on the bare "
              "classifier (the papers' blackbox setting). *adaptive*: computed white-box through the reformer "
              "(the detectors are not in the attacker's loss, so this is a lower bound on what an adaptive attacker "
              "achieves). *adaptive:<system>*: white-box through that system's own classifier and reformer; through "
@@ -86,7 +91,7 @@ def defense_markdown(suite, done: list[dict[str, Any]], plots: list[str]) -> lis
 
 def _clean_table(done: list[dict[str, Any]], systems: list[str]) -> list[str]:
     lines = ["### Clean inputs", "", "| model | system | n | clean accuracy (bare) | clean accuracy with defense | "
-             "false-positive rate |", "|---|---|---|---|---|---|"]
+             "false-positive rate | already misclassified (after reforming) |", "|---|---|---|---|---|---|---|"]
     seen = set()
     for c in sorted(done, key=lambda c: -c["record"]["n"]):
         r = c["record"]
@@ -97,7 +102,8 @@ def _clean_table(done: list[dict[str, Any]], systems: list[str]) -> list[str]:
             seen.add(key)
             m = r["metrics"]
             lines.append(f"| {r['model']} | {name} | {r['n']} | {_pct(m.get('clean_accuracy'))} | "
-                         f"{_pct(m[f'clean_accuracy_with_defense[{name}]'])} | {_pct(m[f'false_positive_rate[{name}]'])} |")
+                         f"{_pct(m[f'clean_accuracy_with_defense[{name}]'])} | {_pct(m[f'false_positive_rate[{name}]'])} | "
+                         f"{_fmt(m.get(f'already_misclassified[{name}]'))} |")
     return lines + [""]
 
 
@@ -171,7 +177,7 @@ def _detector_scores(done: list[dict[str, Any]]):
     pooled: dict[tuple, dict[str, Any]] = {}
     for c in done:
         r, s = c["record"], c["samples"]
-        success = np.asarray(s["success"], bool)
+        success = np.asarray(s["success"], bool) & ~stored_misclassified(r, s)
         for key in s:
             if not key.startswith("scores["):
                 continue
@@ -191,7 +197,8 @@ def _roc_table(done: list[dict[str, Any]]) -> list[str]:
     if not pooled:
         return []
     lines = ["### Detectors: TPR at the chosen FPR", "",
-             "Scores of successful adversarial examples (positives) against the clean inputs of the same cells "
+             "Scores of successful adversarial examples (positives: successes on correctly classified inputs) "
+             "against the clean inputs of the same cells "
              "(negatives), pooled over settings and backends; the operating point is the threshold fitted on the "
              "validation split. AUC by the rank statistic.", "",
              "| model | system/detector | attack | threat | positives | FPR at threshold | TPR at threshold | AUC |",

@@ -152,8 +152,9 @@ def _meanfield_plots(cell: dict[str, Any], done: list[dict[str, Any]], folder: P
 # --------------------------------------------------------------------------- power law
 def power_law_groups(done: list[dict[str, Any]], attacks: list[str] | None = None,
                      max_eps: dict[str, float] | None = None) -> dict[tuple, dict[str, Any]]:
-    """Per (model, attack label, norm, backend, threat): the ε grid, err_adv(ε) = clean − adversarial accuracy,
-    and the per-sample contributions (clean correct − adversarial correct) for the bootstrap."""
+    """Per (model, attack label, norm, backend, threat): the ε grid, err_adv(ε) = clean − adversarial (robust)
+    accuracy, i.e. the fraction of inputs right when clean and wrong after the attack, and those per-sample
+    indicators for the bootstrap (an already-misclassified input never contributes)."""
     groups: dict[tuple, list] = defaultdict(list)
     for c in done:
         r = c["record"]
@@ -171,8 +172,8 @@ def power_law_groups(done: list[dict[str, Any]], attacks: list[str] | None = Non
         per_sample = None
         if all("pred_clean" in (c["samples"] or {}) for c in cells) and len({c["record"]["n"] for c in cells}) == 1:
             label = np.asarray(cells[0]["samples"]["label"])
-            per_sample = np.stack([(np.asarray(c["samples"]["pred_clean"]) == label).astype(float)
-                                   - (np.asarray(c["samples"]["pred_adv"]) == label).astype(float) for c in cells], 1)
+            per_sample = np.stack([((np.asarray(c["samples"]["pred_clean"]) == label)
+                                    & (np.asarray(c["samples"]["pred_adv"]) != label)).astype(float) for c in cells], 1)
         out[key] = {"eps": eps, "err": err, "samples": per_sample,
                     "adversarial_accuracy": np.array([c["record"]["metrics"]["adversarial_accuracy"] for c in cells])}
     return out
@@ -195,7 +196,9 @@ def fit_groups(done: list[dict[str, Any]], config: dict[str, Any], seed: int = 0
 def _power_law_markdown(suite, done: list[dict[str, Any]], plots: list[str]) -> list[str]:
     fits = fit_groups(done, suite.power_law, suite.seed)
     lines = ["## Power law of the adversarial error (Cubuk et al. §6.1)", "",
-             "err_adv(ε) = clean accuracy − accuracy under attack, fitted as A·ε^B by least squares in log-log over the "
+             "err_adv(ε) = clean accuracy − robust accuracy under attack (the fraction of inputs classified correctly "
+             "when clean and wrongly after the attack; already-misclassified inputs never count), fitted as A·ε^B by "
+             "least squares in log-log over the "
              "grid points with err > 0" + "".join(f", ε ≤ {v} ({k})" for k, v in suite.power_law.get("max_eps", {}).items())
              + "; 95% bootstrap interval of B over the attacked inputs.", "",
              "| model | attack | norm | backend | threat | points | A | B | B 95% CI | paper B (MNIST) |",

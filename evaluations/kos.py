@@ -6,7 +6,9 @@ For each pair of source class ``s`` (the true label) and target class ``t ≠ s`
 - ``AS_ignore-target = mean(ŷ ≠ s)`` (the attack moved the prediction anywhere else),
 - ``AS_target = mean(ŷ = t)`` (it reached the target),
 
-with ``ŷ`` the reconstruction-feedback prediction. ``AS_target ≤ AS_ignore-target`` cell by cell. The
+with ``ŷ`` the reconstruction-feedback prediction, over the samples whose clean input the classifier (with the same
+feedback) gets right: an already-misclassified source image is never a success and is counted apart (the one
+definition of success, ``advbridge.bridge.result``). ``AS_target ≤ AS_ignore-target`` cell by cell. The
 paper's MNIST classifier-attack numbers (§4.4) are here as constants to compare with.
 """
 
@@ -46,35 +48,48 @@ def _labels(name: str, values: Any, nb_classes: int, n: int | None) -> np.ndarra
     return arr
 
 
-def as_matrices(source: Any, target: Any, pred: Any, nb_classes: int = 10) -> dict[str, np.ndarray]:
-    """Per-(source, target) attack success rates, as fractions in [0, 1].
+def as_matrices(source: Any, target: Any, pred: Any, nb_classes: int = 10,
+                pred_clean: Any = None) -> dict[str, np.ndarray]:
+    """Per-(source, target) attack success rates, as fractions in [0, 1], under the one definition of success.
+
+    An input whose clean prediction is not its source class is *already misclassified*: it is never a success
+    (neither AS_ignore-target nor AS_target), it is left out of the rates' denominator and counted apart.
 
     :param source: True labels ``(N,)``.
     :param target: Target labels ``(N,)``.
     :param pred: Predictions on the adversarial inputs ``(N,)`` (reconstruction feedback in the paper).
     :param nb_classes: ``K``.
-    :return: ``{"as_ignore_target": (K, K), "as_target": (K, K), "counts": (K, K) int}`` indexed
-        ``[source, target]``; rates are NaN on the diagonal and where a pair has no samples.
+    :param pred_clean: Predictions on the clean inputs ``(N,)``, by the same classifier (with the same feedback);
+        ``None`` treats every input as correctly classified.
+    :return: ``{"as_ignore_target": (K, K), "as_target": (K, K), "counts": (K, K) int, "counted": (K, K) int,
+        "already_misclassified": (K, K) int}`` indexed ``[source, target]``: ``counts`` holds every input of the
+        pair, ``counted`` the correctly classified ones (the rates' denominator) and ``already_misclassified`` the
+        others; rates are NaN on the diagonal and where a pair has no correctly classified input.
     """
     if isinstance(nb_classes, bool) or not isinstance(nb_classes, (int, np.integer)) or nb_classes < 2:
         raise ValueError(f"nb_classes must be an integer >= 2, got {nb_classes!r}")
     s = _labels("source", source, nb_classes, None)
     t = _labels("target", target, nb_classes, len(s))
     p = _labels("pred", pred, nb_classes, len(s))
+    correct = np.ones(len(s), bool) if pred_clean is None else _labels("pred_clean", pred_clean, nb_classes,
+                                                                       len(s)) == s
     k = int(nb_classes)
     counts = np.zeros((k, k), dtype=np.int64)
+    counted = np.zeros((k, k), dtype=np.int64)
     moved = np.zeros((k, k), dtype=np.float64)
     hit = np.zeros((k, k), dtype=np.float64)
     np.add.at(counts, (s, t), 1)
-    np.add.at(moved, (s, t), (p != s).astype(np.float64))
-    np.add.at(hit, (s, t), (p == t).astype(np.float64))
-    valid = counts > 0
+    np.add.at(counted, (s, t), correct.astype(np.int64))
+    np.add.at(moved, (s, t), (correct & (p != s)).astype(np.float64))
+    np.add.at(hit, (s, t), (correct & (p == t)).astype(np.float64))
+    valid = counted > 0
     valid[np.diag_indices(k)] = False
     as_ignore = np.full((k, k), np.nan)
     as_target = np.full((k, k), np.nan)
-    as_ignore[valid] = moved[valid] / counts[valid]
-    as_target[valid] = hit[valid] / counts[valid]
-    return {"as_ignore_target": as_ignore, "as_target": as_target, "counts": counts}
+    as_ignore[valid] = moved[valid] / counted[valid]
+    as_target[valid] = hit[valid] / counted[valid]
+    return {"as_ignore_target": as_ignore, "as_target": as_target, "counts": counts, "counted": counted,
+            "already_misclassified": counts - counted}
 
 
 def per_source_means(matrix: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 from advbridge.bridge import ATTACKS, AttackSpec
 from advbridge.bridge.crossval import CrossvalReport, agreement_rate, compare
 from advbridge.bridge.io import atomic_write_text
-from advbridge.bridge.result import AttackResult
+from advbridge.bridge.result import DEFINITIONS, AttackResult
 
 from .store import ResultStore
 from .suite import load_suite
@@ -53,6 +53,7 @@ def write_reports(out: str | Path, suite_name: str | None = None) -> dict[str, A
     for g in groups:
         g["report"].save(out / "crossval" / g["slug"])
     plots = _plots(done, out / "plots")
+    general = list(plots)  # the "## Plots" section's; every other plot is embedded by the section that made it
     from .defense_report import defense_plots
 
     plots += defense_plots(done, out / "plots")
@@ -78,7 +79,7 @@ def write_reports(out: str | Path, suite_name: str | None = None) -> dict[str, A
         parts.append(_markdown(name, loaded[name], [c for c in done if c["suite"] == name],
                                [c for c in failed if c["suite"] == name],
                                [g for g in groups if g["suite"] == name], plots,
-                               [c for c in estimates if c["suite"] == name]))
+                               [c for c in estimates if c["suite"] == name], general))
     atomic_write_text(out / "report.md", "\n\n".join(parts) + "\n")
     return {"records": len(records), "failed": len(failed), "plots": plots, "comparisons": len(groups)}
 
@@ -105,12 +106,14 @@ def _comparisons(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for m in members:
             r, s = m["record"], m["samples"]
             spec = AttackSpec(r["attack"], r["norm"], _target(r["targeted"]), r["params"])
+            wrong = stored_misclassified(r, s)
             results[r["backend"]] = AttackResult(
-                spec=spec, backend=r["backend"], params=r["params"], x_adv=None, labels=np.zeros(r["n"], int),
-                targets=None, pred_clean=None, pred_adv=None, success=np.asarray(s["success"], bool),
+                spec=spec, backend=r["backend"], params=r["params"], x_adv=None,
+                labels=np.asarray(s.get("label", np.zeros(r["n"], int))), targets=None, pred_clean=None,
+                pred_adv=None, success=np.asarray(s["success"], bool) & ~wrong,
                 nonfinite=np.asarray(s["nonfinite"], bool),
                 norms={k: np.asarray(s[k], float) for k in ("l0", "l1", "l2", "linf")}, time_s=r["time_s"],
-                seed=0, versions={})
+                seed=0, versions={}, already_misclassified=wrong)
         first = members[0]["record"]
         shared = {k: v for k, v in first["params"].items()
                   if all(m["record"]["params"].get(k) == v for m in members)}
@@ -127,6 +130,16 @@ def _comparisons(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "label": f"{first['label']} ({first['norm']}{threat})",
                     "setting": first["setting"], "report": report, "slug": slug})
     return out
+
+
+def stored_misclassified(record: dict[str, Any], samples: dict[str, Any]) -> np.ndarray:
+    """A stored cell's already-misclassified inputs: the stored array, or for cells stored before it existed the
+    bare model's clean mistakes (the attacked model's when there is no threat; all False without predictions)."""
+    if "already_misclassified" in samples:
+        return np.asarray(samples["already_misclassified"], bool)
+    if "pred_clean" in samples and "label" in samples:
+        return np.asarray(samples["pred_clean"]) != np.asarray(samples["label"])
+    return np.zeros(record["n"], bool)
 
 
 def _setting_key(setting: dict[str, Any]) -> tuple:
@@ -159,6 +172,7 @@ def _plots(done: list[dict[str, Any]], folder: Path) -> list[str]:
             norm_key = r["norm"]
             values = np.asarray(c["samples"][norm_key], float)
             values[~np.asarray(c["samples"]["success"], bool)] = np.inf
+            values[stored_misclassified(r, c["samples"])] = 0.0  # wrong when clean: not robust at any r
             setting = ",".join(f"{k}={v}" for k, v in sorted(r["setting"].items()))
             line = r["backend"] if r["threat"] == "none" else f"{r['backend']}, {r['threat']}"
             minimal[(r["suite"], r["model"], r["label"], norm_key, setting)][line] = values
@@ -226,7 +240,7 @@ def _csv(records: list[dict[str, Any]]) -> str:
 
 
 def _fmt(value: Any, pct: bool = False) -> str:
-    if value is None:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return "–"
     if isinstance(value, float):
         return f"{100 * value:.1f}%" if pct else f"{value:.4g}"
@@ -243,7 +257,8 @@ def _is_pct(metric: str) -> bool:
     return metric.split("[")[0] in PCT_METRICS | set(DEFENSE_METRICS)
 
 
-def _markdown(name: str, suite, done, failed, groups, plots, estimates=()) -> str:
+def _markdown(name: str, suite, done, failed, groups, plots, estimates=(), general=None) -> str:
+    """One suite's ``report.md`` section; ``general``: the plots of the "## Plots" section (all when ``None``)."""
     lines = [f"# Suite `{name}`", ""]
     if suite is not None:
         if suite.description:
@@ -258,6 +273,11 @@ def _markdown(name: str, suite, done, failed, groups, plots, estimates=()) -> st
     lines += [f"- Cells: {len(done)} finished, {len(failed)} failed; attack time {total_time:.1f} s in all."
               + (f" Estimators: {len(estimates)} finished, "
                  f"{sum(c['record']['time_s'] for c in estimates):.1f} s." if estimates else ""), ""]
+    lines += [DEFINITIONS, ""]
+    stale = [c for c in done if "already_misclassified" not in c["record"]["metrics"]]
+    if stale:
+        lines += [(f"**Stale cells:** {len(stale)} of {len(done)} cells were computed before this definition of "
+                   "success (they count already-misclassified inputs as successes); rerun them with `--force`."), ""]
     if done:
         models = sorted({c["record"]["model"] for c in done})
         for model in models:
@@ -278,13 +298,14 @@ def _markdown(name: str, suite, done, failed, groups, plots, estimates=()) -> st
         norms = ", ".join(sorted({r["norm"] for r in recs}))
         lines += [f"## {label} ({norms})", "",
                   "| model | norm | setting | backend | " + ("threat | " if threat_col else "") + "n | "
-                  + " | ".join(shown) + " | time (s) | flags |",
-                  "|---|---|---|---|" + ("---|" if threat_col else "") + "---|" * len(shown) + "---|---|"]
+                  + "already misclassified | " + " | ".join(shown) + " | time (s) | flags |",
+                  "|---|---|---|---|" + ("---|" if threat_col else "") + "---|" * (len(shown) + 1) + "---|---|"]
         for r in recs:
             setting = ", ".join(f"{k}={v}" for k, v in sorted(r["setting"].items())) or "defaults"
             cells = [_fmt(r["metrics"].get(m), m in PCT_METRICS) for m in shown]
             lines.append(f"| {r['model']} | {r['norm']} | {setting} | {r['backend']} | "
-                         + (f"{r['threat']} | " if threat_col else "") + f"{r['n']} | " + " | ".join(cells) +
+                         + (f"{r['threat']} | " if threat_col else "") + f"{r['n']} | "
+                         + f"{_fmt(r['metrics'].get('already_misclassified'))} | " + " | ".join(cells) +
                          f" | {r['time_s']:.2f} | {len(r['flags'])} |")
         lines.append("")
     if suite is not None and suite.defenses:
@@ -307,11 +328,13 @@ def _markdown(name: str, suite, done, failed, groups, plots, estimates=()) -> st
                   "|---|---|---|---|---|---|---|"]
         for g in groups:
             rep = g["report"]
-            succ = ", ".join(f"{b} {100 * r.success_rate:.1f}%" for b, r in rep.results.items())
+            succ = ", ".join(f"{b} {_fmt(r.success_rate, pct=True)}" for b, r in rep.results.items())
             setting = ", ".join(f"{k}={v}" for k, v in sorted(g["setting"].items())) or "defaults"
             codes = ", ".join(f.code for f in rep.flags if f.code != "defaults_differ") or "none"
-            lines.append(f"| {g['model']} | {g['label']} | {setting} | {100 * rep.agreement:.1f}% | {succ} | "
-                         f"{rep.stronger or 'tie'} | {codes} |")
+            stronger = (rep.stronger or "tie") if len(rep.results) <= 2 else "; ".join(
+                f"{a}/{b}: {w or 'tie'}" for (a, b), w in rep.stronger_by_pair.items())
+            lines.append(f"| {g['model']} | {g['label']} | {setting} | {_fmt(rep.agreement, pct=True)} | {succ} | "
+                         f"{stronger} | {codes} |")
         lines.append("")
         explained = [(g, f) for g in groups for f in g["report"].flags if f.code != "defaults_differ"]
         if explained:
@@ -328,9 +351,7 @@ def _markdown(name: str, suite, done, failed, groups, plots, estimates=()) -> st
         lines += ["## Failed cells (retried on the next run)", ""]
         lines += [f"- `{c['key']}`: {c['error']}" for c in failed]
         lines.append("")
-    shown_elsewhere = ("plots/hardness_", "plots/kos_", "plots/powerlaw_", "plots/models_", "plots/roc_",
-                       "plots/defense_", "plots/transfer_")
-    own = [p for p in plots if f"_{_safe(name)}_" in p and not p.startswith(shown_elsewhere)]
+    own = [p for p in (plots if general is None else general) if f"_{_safe(name)}_" in p]
     if own:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in own] + [""]
     return "\n".join(lines)

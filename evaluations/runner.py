@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from advbridge.bridge import Model, run_attack
-from advbridge.bridge.result import library_versions
+from advbridge.bridge.result import judge_success, library_versions
 
 from .data import Dataset, load_dataset
 from .defended import DefenseBuilder, defense_metrics
@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 EXECUTORS = ("local", "ray")
 #: A sanity flag is raised when more than this fraction of inputs has an all-zero input gradient.
 ZERO_GRADIENT_FRACTION = 0.01
+#: Metrics every attack cell records whatever the suite's ``metrics`` list (the definitions need them).
+ALWAYS_RECORDED = ("clean_accuracy", "adversarial_accuracy", "already_misclassified")
 
 
 @dataclass
@@ -162,30 +164,11 @@ def compute_cell(cell: Cell, inputs: CellInputs, key: str, seed: int, metric_nam
     model, x, y = inputs.model, inputs.x, inputs.y
     attacked = inputs.attack_model if inputs.attack_model is not None else model
     result = run_attack(attacked, x, y, cell.spec, cell.backend, seed=seed, batch_size=batch_size, progress=progress)
-    clean_pred = model.predict(x, batch_size).numpy()
-    adv_probs = torch.softmax(model.logits(result.x_adv, batch_size), 1).cpu()
-    adv_pred = adv_probs.argmax(1).numpy()
+    metrics = attack_metrics(model, x, y, result, batch_size)
+    clean_pred, adv_pred = metrics.pop("_pred_clean"), metrics.pop("_pred_adv")
     y_np = y.numpy()
-    errors = adv_pred != y_np
     norms = result.norms
-    features = int(np.prod(x.shape[1:]))
-    metrics = {
-        "clean_accuracy": float((clean_pred == y_np).mean()),
-        "adversarial_accuracy": float((adv_pred == y_np).mean()),
-        "error_rate": float(errors.mean()),
-        "success_rate": result.success_rate,
-        "mean_confidence_on_errors": float(adv_probs.max(1).values.numpy()[errors].mean()) if errors.any() else None,
-        "median_l0": _nan_to_none(result.median_norm("l0")),
-        "median_l1": _nan_to_none(result.median_norm("l1")),
-        "median_l2": _nan_to_none(result.median_norm("l2")),
-        "median_linf": _nan_to_none(result.median_norm("linf")),
-        "mean_l2": float(norms["l2"][result.success].mean()) if result.success.any() else None,
-        # Papernot's distortion: the fraction of input features changed, over all inputs and over successes.
-        "distortion_all": float(norms["l0"].mean() / features),
-        "distortion_successful": float(norms["l0"][result.success].mean() / features) if result.success.any() else None,
-    }
-    metrics = {k: v for k, v in metrics.items()
-               if k in metric_names or k in ("clean_accuracy", "adversarial_accuracy")}
+    metrics = {k: v for k, v in metrics.items() if k in metric_names or k in ALWAYS_RECORDED}
     samples_extra: dict[str, list] = {}
     for name, system in inputs.systems.items():
         outputs = _reseeded(system, seed).run(result.x_adv, batch_size)
@@ -208,9 +191,61 @@ def compute_cell(cell: Cell, inputs: CellInputs, key: str, seed: int, metric_nam
     samples = {"index": inputs.index.tolist(), "label": y_np.tolist(), "pred_clean": clean_pred.tolist(),
                "pred_adv": adv_pred.tolist(),
                **({"target": result.targets.tolist()} if result.targets is not None else {}),
-               "success": result.success.tolist(),
+               "success": result.success.tolist(), "already_misclassified": result.misclassified.tolist(),
                "nonfinite": result.nonfinite.tolist(), **{k: v.tolist() for k, v in norms.items()}, **samples_extra}
     return record, samples
+
+
+def attack_metrics(model: Model, x: torch.Tensor, y: torch.Tensor, result, batch_size: int = 128) -> dict[str, Any]:
+    """A cell's metrics under the one definition of success (``bridge.result.judge_success``).
+
+    Success, its rate and the norms of successes come from ``result``, judged on the model the attack ran on; the
+    accuracies are the bare ``model``'s on the same inputs:
+
+    - ``clean_accuracy``: correct when clean, over all inputs;
+    - ``adversarial_accuracy`` (robust accuracy): correct both clean and on ``x_adv``, over all inputs (an input
+      already misclassified when clean counts as wrong); ``error_rate`` = 1 − ``adversarial_accuracy``;
+    - ``already_misclassified``: the count of inputs the attacked model gets wrong when clean (never a success);
+    - ``success_rate``: successes over the correctly classified inputs;
+    - ``mean_confidence_on_errors``: the mean top probability on the adversarial inputs the model gets wrong;
+    - ``median_*`` and ``mean_l2``: over successes; ``distortion_successful``: the fraction of features changed,
+      over successes; ``distortion_all``: the same over every correctly classified input (Papernot's "all").
+
+    :param model: The bare model (the accuracies' judge).
+    :param x: Clean inputs.
+    :param y: True labels.
+    :param result: The ``AttackResult`` of the cell.
+    :param batch_size: Inputs per forward pass.
+    :return: The metrics, plus ``_pred_clean`` and ``_pred_adv`` (the bare model's predictions) for the samples.
+    """
+    clean_pred = model.predict(x, batch_size).numpy()
+    adv_probs = torch.softmax(model.logits(result.x_adv, batch_size), 1).cpu()
+    adv_pred = adv_probs.argmax(1).numpy()
+    y_np = y.numpy()
+    robust = judge_success(y_np, clean_pred, adv_pred)["robust"]
+    errors = adv_pred != y_np
+    norms = result.norms
+    success = result.success & ~result.misclassified
+    correct = ~result.misclassified
+    features = int(np.prod(x.shape[1:]))
+    return {
+        "clean_accuracy": float((clean_pred == y_np).mean()),
+        "adversarial_accuracy": float(robust.mean()),
+        "error_rate": float(1.0 - robust.mean()),
+        "already_misclassified": int(result.misclassified.sum()),
+        "success_rate": _nan_to_none(result.success_rate),
+        "mean_confidence_on_errors": float(adv_probs.max(1).values.numpy()[errors].mean()) if errors.any() else None,
+        "median_l0": _nan_to_none(result.median_norm("l0")),
+        "median_l1": _nan_to_none(result.median_norm("l1")),
+        "median_l2": _nan_to_none(result.median_norm("l2")),
+        "median_linf": _nan_to_none(result.median_norm("linf")),
+        "mean_l2": float(norms["l2"][success].mean()) if success.any() else None,
+        # Papernot's distortion: the fraction of input features changed, over the inputs attacked (the correctly
+        # classified ones) and over successes.
+        "distortion_all": float(norms["l0"][correct].mean() / features) if correct.any() else None,
+        "distortion_successful": float(norms["l0"][success].mean() / features) if success.any() else None,
+        "_pred_clean": clean_pred, "_pred_adv": adv_pred,
+    }
 
 
 @dataclass

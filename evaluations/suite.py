@@ -27,9 +27,13 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+#: Attack-cell metrics (definitions: ``runner.attack_metrics`` and ``bridge.result.judge_success``). Success counts
+#: only inputs the model classifies correctly when clean; ``already_misclassified`` counts the others, which robust
+#: (adversarial) accuracy counts as wrong. A suite's data is not filtered to correct inputs unless
+#: ``[data] correct_only = true``: the definition makes the filter unnecessary for the rates.
 METRICS = ("clean_accuracy", "adversarial_accuracy", "error_rate", "success_rate", "mean_confidence_on_errors",
            "median_l0", "median_l1", "median_l2", "median_linf", "mean_l2", "distortion_all",
-           "distortion_successful")
+           "distortion_successful", "already_misclassified")
 TOP_KEYS = {"suite", "data", "quick", "attacks", "paper", "defense", "defenses", "estimators", "power_law"}
 SUITE_KEYS = {"name": str, "description": str, "seed": int, "models": list, "backends": list, "metrics": list,
               "data_note": str, "num_cpus": float, "num_gpus": float}

@@ -218,7 +218,10 @@ def robustness_markdown(done: list[dict[str, Any]]) -> list[str]:
         return []
     lines = ["## C&W L2 against the NN and the GPDNN (Bradshaw et al. 2017, §8.3)", "",
              f"Paper (MNIST, {BRADSHAW_CW['n']} test images): {BRADSHAW_CW['failed_gpdnn']} attacks failed against "
-             f"the GPDNN; its successful attacks needed \"{BRADSHAW_CW['extra_perturbation']} greater perturbation\".",
+             f"the GPDNN; its successful attacks needed \"{BRADSHAW_CW['extra_perturbation']} greater perturbation\". "
+             "Ours: a failed attack is a correctly classified input the attack did not break; an input already "
+             "misclassified when clean is neither a failure nor a success (the paper does not say whether its 1000 "
+             "images were all classified correctly).",
              "", "| model | backend | setting | correctly classified | failed attacks | failed (paper) | "
              "mean L2 of successes | paired mean L2 | paired: minus NN | paired: ratio to NN |",
              "|---|---|---|---|---|---|---|---|---|---|"]
