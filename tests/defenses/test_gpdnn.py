@@ -9,7 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-gpytorch = pytest.importorskip("gpytorch")
+try:  # `make test` installs the gp extra: without it this module fails loudly rather than being skipped
+    import gpytorch
+except ImportError as err:  # the missing-extra error itself: tests/evaluations/test_without_extras.py
+    raise ImportError("tests/defenses/test_gpdnn.py needs GPyTorch: pip install -e '.[dev,gp]' (make test "
+                      "installs it)") from err
 
 from advbridge.bridge import AttackSpec, Model, run_attack  # noqa: E402
 from advbridge.defenses.gpdnn import (GPDNNClassifier, RobustMaxLikelihood, build_gpdnn, fit_gpdnn,  # noqa: E402
