@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from advbridge.bridge import Model
+from advbridge.bridge.validation import check_finite, check_positive, check_positive_int
 
 from .domain_shift import DOMAIN_SHIFT_SUMMARY, compute_domain_shift, validate_domain_shift
 from .hardness import DEFAULT_LEVELS, HEADLINE_DISTORTION, hardness_matrix
@@ -52,8 +53,14 @@ def _validate_hardness(params: dict[str, Any]) -> str | None:
         return f"levels must list at least 2 distortion fractions in (0, 1], got {levels!r}"
     if params.get("saliency_on", "probs") not in ("probs", "logits"):
         return f"saliency_on must be 'probs' or 'logits', got {params.get('saliency_on')!r}"
-    if params.get("theta", 1.0) == 0:
-        return "theta must be non-zero"
+    try:  # the checks hardness_matrix makes, at load time rather than when the cell runs
+        if check_finite(params.get("theta", 1.0), "theta") == 0:
+            return "theta must be non-zero (+1 increases features, -1 decreases them), got 0.0"
+        if check_positive(params.get("headline_distortion", HEADLINE_DISTORTION), "headline_distortion") > 1:
+            return f"headline_distortion must be a fraction in (0, 1], got {params['headline_distortion']!r}"
+        check_positive_int(params.get("batch_size", 256), "batch_size")
+    except ValueError as err:
+        return str(err)
     return None
 
 
@@ -81,6 +88,13 @@ def _validate_meanfield(params: dict[str, Any]) -> str | None:
         return f"directions must list 'l2' (L2-FGM) and/or 'sign' (FGSM), got {directions!r}"
     if params.get("method", "auto") not in ("auto", "linearized", "double_vjp", "jvp", "jacobian"):
         return f"method must be auto, linearized, double_vjp, jvp or jacobian, got {params.get('method')!r}"
+    try:
+        check_positive_int(params.get("batch_size", 256), "batch_size")
+        quantile = check_positive(params.get("quantile", 0.2), "quantile")
+    except ValueError as err:
+        return str(err)
+    if quantile > 1:
+        return f"quantile must lie in (0, 1], got {params['quantile']!r}"
     return None
 
 

@@ -351,3 +351,32 @@ def test_estimator_cells_are_stored_reported_and_resumed(tmp_path, tiny, mnist5k
     assert (again.computed, again.skipped) == (0, 2)
     with pytest.raises(SuiteError, match=r":\d+: estimator 'hardness': unknown parameter\(s\) \['level'\]"):
         load_suite("bad.toml", text=SUITE.replace("levels =", "level ="))
+
+
+@pytest.mark.parametrize("params, message", [
+    ("theta = nan", r"theta must be a finite number, got nan"),
+    ("theta = 0", r"theta must be non-zero \(\+1 increases features, -1 decreases them\), got 0.0"),
+    ("batch_size = 0", r"batch_size must be a positive integer, got 0"),
+    ("headline_distortion = 1.5", r"headline_distortion must be a fraction in \(0, 1\], got 1.5"),
+    ("headline_distortion = -0.1", r"headline_distortion must be a positive finite number, got -0.1"),
+])
+def test_bad_estimator_params_fail_when_the_suite_loads(params, message):
+    """Before: accepted by the suite and failed only when the cell ran (or, for NaN θ, ran)."""
+    from advbridge.evaluations.suite import SuiteError, load_suite
+
+    with pytest.raises(SuiteError, match=r":\d+: estimator 'hardness': " + message + "$"):
+        load_suite("bad.toml", text=SUITE.replace("params = { levels", f"params = {{ {params}, levels"))
+
+
+@pytest.mark.parametrize("params, message", [
+    ("batch_size = 0", r"batch_size must be a positive integer, got 0"),
+    ("quantile = 0", r"quantile must be a positive finite number, got 0"),
+    ("quantile = 1.5", r"quantile must lie in \(0, 1\], got 1.5"),
+])
+def test_bad_meanfield_params_fail_when_the_suite_loads(params, message):
+    from advbridge.evaluations.suite import SuiteError, load_suite
+
+    text = SUITE.replace('name = "hardness"\nparams = { levels = [0.02, 0.05, 0.1] }',
+                         f'name = "meanfield"\nparams = {{ {params} }}')
+    with pytest.raises(SuiteError, match=r":\d+: estimator 'meanfield': " + message + "$"):
+        load_suite("bad.toml", text=text)
