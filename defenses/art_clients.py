@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .magnet import ForwardPasses, _ThresholdDetector
+from .magnet import ForwardPasses, ThresholdDetector
+from .params import check_images
 
 
 class DetectorMargin(nn.Module):
@@ -23,24 +24,26 @@ class DetectorMargin(nn.Module):
     numpy, so its margin carries no gradient.
     """
 
-    def __init__(self, detector: _ThresholdDetector) -> None:
+    def __init__(self, detector: ThresholdDetector) -> None:
         super().__init__()
-        if not isinstance(detector, _ThresholdDetector):
+        if not isinstance(detector, ThresholdDetector):
             raise TypeError(f"detector must be a MagNet or MID detector, got {type(detector).__name__}")
         if detector.threshold is None:
             raise ValueError(f"{type(detector).__name__} is not fitted: call fit(x_clean_validation) first")
         self.detector = detector
-        for module in detector._modules():  # registered, so that .to(device) moves them
+        for module in detector.torch_modules():  # registered, so that .to(device) moves them
             self.add_module(f"wrapped_{len(list(self.children()))}", module)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # A check only (graph and device kept): the shape and bounds the detector was fitted on.
+        check_images(x, self.detector.expected_shape, self.detector.bounds, "x", device=None)
         score = self.detector.score_batch(ForwardPasses(x.float())).to(x.device)
         margin = score - self.detector.threshold
         tiny = torch.finfo(margin.dtype).tiny
         return torch.where(score >= self.detector.threshold, margin.clamp_min(tiny), margin).unsqueeze(1)
 
 
-def art_detector(detector: _ThresholdDetector, input_shape: tuple[int, ...],
+def art_detector(detector: ThresholdDetector, input_shape: tuple[int, ...],
                  clip_values: tuple[float, float] = (0.0, 1.0), device_type: str = "cpu"):
     """The fitted ``detector`` as the ART classifier that ``DetectorClassifier`` expects as its detector."""
     from art.estimators.classification import PyTorchClassifier

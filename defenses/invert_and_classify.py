@@ -1,7 +1,10 @@
 """Invert-and-Classify (Ilyas et al. 2017) and Defense-GAN's projection (Samangouei et al. 2018); algorithms.md §3.
 
 ``project`` finds ``z* = argmin_z mean_pixels (G(z) - x)²`` by momentum SGD from ``R`` random starts, all restarts
-of a batch in one ``(B·R, d)`` tensor, and keeps the restart with the smallest final error.
+of a batch in one ``(B·R, d)`` tensor, and keeps the restart with the smallest final error. The ``R`` starts
+``z₀`` are drawn once from ``seed`` and shared by every image (``initial_codes``), so an image projects the same
+whatever batch it comes in, at whatever position and batch size: the judge, ART and MagNet, which batch
+differently, all see one function of the image.
 ``InvertAndClassify`` is an ART ``PreprocessorPyTorch`` (a MagNet ``Reformer`` whose autoencoder is ``G∘argmin``),
 so ``Model(classifier, preprocessing=[inc])`` is attackable from ART and Foolbox and ``MagNet(classifier, {}, inc)``
 evaluates it. ``EnhancedInvertAndClassify`` is an ART ``Trainer`` for the robust retraining of §3.1.
@@ -28,8 +31,9 @@ from art.defences.trainer.trainer import Trainer
 from torch import nn
 from tqdm.auto import tqdm
 
-from .magnet import Reformer
-from .params import check_positive, check_positive_int
+from ..bridge.validation import check_labels
+from .magnet import Reformer, check_bounds
+from .params import check_images, check_positive, check_positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +64,17 @@ def check_projection_settings(*, steps, restarts, lr, momentum, init_std, optimi
 
 
 def initial_codes(batch: int, restarts: int, latent_dim: int, init_std: float, seed: int,
-                  device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """``z₀ ~ N(0, init_std²·I)`` of shape ``(batch, restarts, d)``, drawn on the CPU so every device agrees."""
+                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``z₀ ~ N(0, init_std²·I)``: ``restarts`` codes drawn once from ``seed``, the same for every image.
+
+    Shape ``(batch, restarts, d)``: row ``i`` is the same ``(restarts, d)`` draw for every ``i``, drawn in float64
+    on the CPU so every device agrees. Sharing the starts makes an image's projection independent of its batch,
+    its position in it and the batch size, and keeps it continuous in the image (a start derived from the
+    image's bytes would jump under any perturbation, and finite differences would see the jumps).
+    """
     gen = torch.Generator().manual_seed(int(seed))
-    return (init_std * torch.randn(batch, restarts, latent_dim, generator=gen, dtype=torch.float64)).to(device, dtype)
+    codes = init_std * torch.randn(restarts, latent_dim, generator=gen, dtype=torch.float64)
+    return codes.to(device, dtype).unsqueeze(0).expand(batch, restarts, latent_dim)
 
 
 def project(generator: nn.Module, x: torch.Tensor, latent_dim: int, *, steps: int = 200, restarts: int = 10,
@@ -81,7 +92,7 @@ def project(generator: nn.Module, x: torch.Tensor, latent_dim: int, *, steps: in
     :param momentum: SGD momentum (Adam ignores it).
     :param init_std: Standard deviation of ``z₀``; ``sqrt(1/d)`` by default.
     :param optimizer: ``sgd`` (momentum SGD, Defense-GAN's) or ``adam``.
-    :param seed: Seeds ``z₀``.
+    :param seed: Seeds the ``R`` starts ``z₀``, shared by every image (``initial_codes``).
     :param batched: Optimise all restarts as one ``(B·R, d)`` batch; ``False`` loops over restarts in Python
         (the same numbers, for the benchmark).
     :param create_graph: Keep the graph of every step so the result is differentiable w.r.t. ``x`` (unrolled).
@@ -144,8 +155,10 @@ class GeneratorProjection(nn.Module):
     :param generator: ``z -> images``; frozen here.
     :param latent_dim: Its latent size ``d``.
     :param gradient: ``bpda`` (identity backward) or ``unrolled`` (through every step).
-    :param seed: Seeds ``z₀`` on every call, so the projection is a deterministic function of its batch.
-    Other parameters are ``project``'s.
+    :param seed: Seeds the starts ``z₀``, shared by every image, so the projection is a deterministic function of
+        each image, independent of its batch.
+    Other parameters are ``project``'s. Inputs are checked by ``check_images`` against the generator's image shape
+    (``image_shape``, from one pass on ``z = 0``) and ``bounds``.
     """
 
     MEMO_SIZE = 8
@@ -166,14 +179,26 @@ class GeneratorProjection(nn.Module):
         self.seed = int(seed)
         self._memo: list[tuple[torch.Tensor, Projection]] = []  # recent (input, projection) pairs, newest last
         check_projection_settings(**{k: v for k, v in self.settings.items() if k != "bounds"})
+        self.settings["bounds"] = check_bounds(bounds)
+        param = next(self.generator.parameters(), None)
+        with torch.no_grad():
+            probe = self.generator(torch.zeros(1, self.latent_dim, device=param.device if param is not None else None))
+        if probe.dim() != 4:
+            raise ValueError(f"generator must map (N, {self.latent_dim}) codes to (N, C, H, W) images, got shape "
+                             f"{tuple(probe.shape)}")
+        self.image_shape: tuple[int, int, int] = tuple(int(d) for d in probe.shape[1:])
 
     def project(self, x: torch.Tensor, batched: bool = True) -> Projection:
         """The full projection result (codes, images, errors) of ``x``.
 
         Without a graph to keep, the last ``MEMO_SIZE`` results are reused for an identical input batch: systems
         that share this projection (Invert-and-Classify with the bare and with the enhanced classifier) then pay
-        for it once. The projection is a deterministic function of the batch (seeded ``z₀``), so this is exact.
+        for it once. The projection is a deterministic function of each image (the same seeded ``z₀`` for all), so
+        this is exact.
+
+        :raises ValueError: when ``x`` is not a finite ``(N, *image_shape)`` batch inside ``bounds``.
         """
+        check_images(x, self.image_shape, self.settings["bounds"], "x", device=None)
         param = next(self.generator.parameters(), None)
         if param is not None and param.device != x.device:
             self.generator.to(x.device)
@@ -215,8 +240,10 @@ class InvertAndClassify(Reformer):
     :param optimizer: ``sgd`` or ``adam``.
     :param gradient: ``bpda`` or ``unrolled`` (module docstring).
     :param bounds: Data range the output is clamped to.
-    :param seed: Seeds ``z₀``.
+    :param seed: Seeds ``z₀``, shared by every image: the output for an image does not depend on its batch.
     :param device_type: ``cpu`` or ``gpu`` (ART's convention); the generator follows its input's device anyway.
+
+    Inputs must be ``(N, *projection.image_shape)`` inside ``bounds``; anything else is a ``ValueError``.
     """
 
     def __init__(self, generator: nn.Module, latent_dim: int, *, steps: int = 200, restarts: int = 10,
@@ -226,14 +253,17 @@ class InvertAndClassify(Reformer):
         projection = GeneratorProjection(generator, latent_dim, steps=steps, restarts=restarts, lr=lr,
                                          momentum=momentum, init_std=init_std, optimizer=optimizer,
                                          gradient=gradient, bounds=bounds, seed=seed)
-        super().__init__(projection, bounds, device_type)
+        super().__init__(projection, bounds, device_type, input_shape=projection.image_shape)
         self._check_params()
 
     @classmethod
     def around(cls, projection: GeneratorProjection, device_type: str = "cpu") -> "InvertAndClassify":
         """Invert-and-Classify on an existing projection (systems sharing it share its memoised results)."""
+        if not isinstance(projection, GeneratorProjection):
+            raise TypeError(f"projection must be a GeneratorProjection, got {type(projection).__name__}")
         inc = cls.__new__(cls)
-        Reformer.__init__(inc, projection, projection.settings["bounds"], device_type)
+        Reformer.__init__(inc, projection, projection.settings["bounds"], device_type,
+                          input_shape=projection.image_shape)
         inc._check_params()
         return inc
 
@@ -255,12 +285,19 @@ class InvertAndClassify(Reformer):
 class EnhancedInvertAndClassify(Trainer):
     """Enhanced INC (§3.1): retrain the classifier on the generator's manifold with a robustness term.
 
-    ``min_θ μ·sup_{‖G(z)−G(z')‖² ≤ η²} ‖C(G(z)) − C(G(z'))‖² + (1−μ)·mean_i CE(y_i, C(G(z*_i)))``, where ``z*_i``
-    projects training image ``x_i`` and ``C`` outputs probabilities in the first term. The inner sup is solved by
-    ``inner_steps`` of signed ascent on ``z'`` from ``z*`` plus small noise, with the constraint as a penalty
-    ``penalty·max(0, ‖G(z)−G(z')‖² − η²)`` (Lagrangian, [R] in algorithms.md), per-sample squared L2 over pixels.
+    ``min_θ μ·sup_{‖G(z)−G(z')‖² ≤ η²} ‖C(G(z)) − C(G(z'))‖² + (1−μ)·mean_i CE(y_i, C(x_i))``, with the
+    cross-entropy on the training images ``x_i`` themselves, as in §3.1. The anchors ``z`` of the sup are the
+    projections ``z*_i`` of the training images, and ``C`` outputs probabilities in the first term. The inner sup is
+    solved by ``inner_steps`` of signed ascent on ``z'`` from ``z*`` plus small noise, with the constraint as a
+    penalty ``penalty·max(0, ‖G(z)−G(z')‖² − η²)`` (Lagrangian, [R] in algorithms.md), per-sample squared L2 over
+    pixels.
 
-    :param classifier: ART ``PyTorchClassifier``; its torch model is fine-tuned in place.
+    ``C`` is the ART classifier's whole prediction function (``logits``): its predict-time preprocessing chain
+    (defences, then the mean/std standardisation), then its torch model, so the function trained is the one
+    ``classifier.predict`` computes and the one a ``Model`` with the same mean/std judges.
+
+    :param classifier: ART ``PyTorchClassifier`` whose preprocessing operations are all ``PreprocessorPyTorch``;
+        its torch model is fine-tuned in place.
     :param projection: ``GeneratorProjection`` used to project the training images (a cheaper one than the
         defense's is fine: the default suite uses L = 100, R = 2).
     :param mu: ``μ`` (0.5).
@@ -285,10 +322,16 @@ class EnhancedInvertAndClassify(Trainer):
         self._check_params()
 
     def _check_params(self) -> None:
+        from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
+
         if not isinstance(self.projection, GeneratorProjection):
             raise TypeError(f"projection must be a GeneratorProjection, got {type(self.projection).__name__}")
         if not hasattr(self.classifier, "model") or not isinstance(self.classifier.model, nn.Module):
             raise TypeError("classifier must be an ART PyTorchClassifier (with a torch .model)")
+        for i, op in enumerate(getattr(self.classifier, "preprocessing_operations", None) or []):
+            if not isinstance(op, PreprocessorPyTorch):
+                raise TypeError(f"classifier.preprocessing_operations[{i}] is {type(op).__name__}, not a "
+                                f"PreprocessorPyTorch: the classifier cannot be trained through it")
         if isinstance(self.mu, bool) or not isinstance(self.mu, (int, float)) or not 0 <= self.mu <= 1:
             raise ValueError(f"mu must be a number in [0, 1], got {self.mu!r}")
         check_positive(self.eta, "eta")
@@ -298,8 +341,20 @@ class EnhancedInvertAndClassify(Trainer):
         if isinstance(self.inner_steps, bool) or not isinstance(self.inner_steps, int) or self.inner_steps < 0:
             raise ValueError(f"inner_steps must be a non-negative integer, got {self.inner_steps!r}")
         check_positive(self.inner_lr, "inner_lr")
-        if isinstance(self.penalty, bool) or not isinstance(self.penalty, (int, float)) or self.penalty < 0:
-            raise ValueError(f"penalty must be a non-negative number, got {self.penalty!r}")
+        if isinstance(self.penalty, bool) or not isinstance(self.penalty, (int, float)) or self.penalty < 0 \
+                or not math.isfinite(self.penalty):
+            raise ValueError(f"penalty must be a non-negative finite number, got {self.penalty!r}")
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """``C(x)``: the ART classifier's predict-time preprocessing chain, then its model; differentiable.
+
+        The same operations, in the same order, as ``classifier.predict`` (ART's ``_apply_preprocessing`` with
+        ``fit=False``), so training this trains the function that is judged.
+        """
+        for op in self.classifier.preprocessing_operations or []:
+            if op.apply_predict:
+                x, _ = op.forward(x, None)
+        return self.classifier.model(x)
 
     def project_dataset(self, x: torch.Tensor, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
         """Codes and images ``(z*, G(z*))`` of every training image, batch by batch with a progress bar."""
@@ -316,27 +371,46 @@ class EnhancedInvertAndClassify(Trainer):
         param = next(self.classifier.model.parameters(), None)
         return param.device if param is not None else torch.device("cpu")
 
+    def _check_data(self, x, y) -> tuple[torch.Tensor, torch.Tensor]:
+        clip = getattr(self.classifier, "clip_values", None)
+        bounds = None if clip is None else (float(np.min(clip[0])), float(np.max(clip[1])))
+        x_t = check_images(x, tuple(self.classifier.input_shape), bounds, "x")
+        y_arr = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+        if y_arr.ndim == 2:  # one-hot
+            y_arr = y_arr.argmax(1)
+        return x_t, check_labels(y_arr, len(x_t), int(self.classifier.nb_classes), "y")
+
     def fit(self, x, y, **kwargs) -> None:
         """Project ``x`` and fine-tune the classifier for ``epochs`` on the §3.1 objective.
 
-        :param x: Training images (numpy or torch), NCHW in the data range.
+        :param x: Training images (numpy or torch), NCHW in the classifier's clip values.
         :param y: Labels, indices or one-hot.
+        :param projected: Optional ``(z*, G(z*))`` of ``x`` from ``project_dataset`` (only ``z*`` is used).
         """
-        x_t = torch.as_tensor(np.asarray(x, dtype=np.float32))
-        y_t = torch.as_tensor(np.asarray(y))
-        if y_t.dim() == 2:
-            y_t = y_t.argmax(1)
-        if len(x_t) != len(y_t):
-            raise ValueError(f"x and y must have the same length, got {len(x_t)} and {len(y_t)}")
-        z_star, x_rec = kwargs.get("projected") or self.project_dataset(x_t)
-        self.fit_projected(z_star, x_rec, y_t.long())
+        x_t, y_t = self._check_data(x, y)
+        projected = kwargs.get("projected")
+        z_star = projected[0] if projected is not None else self.project_dataset(x_t)[0]
+        self.fit_projected(z_star, x_t, y_t)
 
-    def fit_projected(self, z_star: torch.Tensor, x_rec: torch.Tensor, y: torch.Tensor) -> None:
-        """The training loop on already projected codes ``z*`` and images ``G(z*)``."""
+    def loss_terms(self, z: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The objective on one batch: ``{"loss", "ce", "robust"}`` (differentiable w.r.t. the classifier).
+
+        :param z: Codes ``z*`` of the batch's projections (anchors of the inner sup).
+        :param x: The training images themselves; the cross-entropy is ``CE(y, C(x))``.
+        :param y: Integer labels.
+        """
+        gen_net = self.projection.generator.to(z.device)
+        bounds = self.projection.settings["bounds"]
+        robust = self.robustness_gap(z, gen_net, bounds) if self.mu > 0 else x.new_zeros(())
+        ce = nn.functional.cross_entropy(self.logits(x), y)
+        return {"loss": self.mu * robust + (1 - self.mu) * ce, "ce": ce, "robust": robust}
+
+    def fit_projected(self, z_star: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> None:
+        """The training loop on the training images ``x``, their labels and their codes ``z*``."""
         device = self._device()
         model = self.classifier.model
-        gen_net = self.projection.generator.to(device)
-        bounds = self.projection.settings["bounds"]
+        if not (len(z_star) == len(x) == len(y)):
+            raise ValueError(f"z_star, x and y must have the same length, got {len(z_star)}, {len(x)} and {len(y)}")
         torch.manual_seed(self.seed)
         shuffle = torch.Generator().manual_seed(self.seed)
         opt = torch.optim.Adam(model.parameters(), lr=self.lr)
@@ -346,34 +420,39 @@ class EnhancedInvertAndClassify(Trainer):
             perm = torch.randperm(len(y), generator=shuffle)
             for start in range(0, len(y), self.batch_size):
                 idx = perm[start:start + self.batch_size]
-                z, xb, yb = z_star[idx].to(device), x_rec[idx].to(device), y[idx].to(device)
-                robust = self._robustness(model, gen_net, z, bounds) if self.mu > 0 else xb.new_zeros(())
-                ce = nn.functional.cross_entropy(model(xb), yb)
-                loss = self.mu * robust + (1 - self.mu) * ce
+                terms = self.loss_terms(z_star[idx].to(device), x[idx].to(device, torch.float32),
+                                        y[idx].to(device).long())
                 opt.zero_grad()
-                loss.backward()
+                terms["loss"].backward()
                 opt.step()
-                for key, value in (("loss", loss), ("ce", ce), ("robust", robust)):
+                for key, value in terms.items():
                     totals[key] += float(value.detach()) * len(idx)
             self.history.append({k: v / len(y) for k, v in totals.items()})
             logger.info("enhanced INC epoch %d: %s", len(self.history), self.history[-1])
         model.eval()
 
-    def _robustness(self, model: nn.Module, gen_net: nn.Module, z: torch.Tensor, bounds) -> torch.Tensor:
-        """``mean ‖p(G(z)) − p(G(z'))‖²`` at the inner maximiser ``z'`` (the constraint as a penalty)."""
+    def robustness_gap(self, z: torch.Tensor, gen_net: nn.Module | None = None,
+                       bounds: tuple[float, float] | None = None) -> torch.Tensor:
+        """``mean ‖p(G(z)) − p(G(z'))‖²`` at the inner maximiser ``z'`` (the constraint as a penalty).
+
+        ``p`` is the softmax of ``logits`` (the classifier's full prediction function).
+        """
+        gen_net = self.projection.generator.to(z.device) if gen_net is None else gen_net
+        bounds = self.projection.settings["bounds"] if bounds is None else bounds
+        model = self.classifier.model
         with torch.no_grad():
             anchor = gen_net(z).clamp(*bounds)
         was_training = model.training
         model.eval()  # the adversary's search does not touch dropout/batch-norm statistics
         z_adv = (z + 0.01 * torch.randn_like(z)).requires_grad_(True)
         with torch.no_grad():
-            p_anchor = torch.softmax(model(anchor), 1)
+            p_anchor = torch.softmax(self.logits(anchor), 1)
         for _ in range(self.inner_steps):
             moved = gen_net(z_adv).clamp(*bounds)
-            gap = (torch.softmax(model(moved), 1) - p_anchor).pow(2).sum(1)
+            gap = (torch.softmax(self.logits(moved), 1) - p_anchor).pow(2).sum(1)
             excess = ((moved - anchor).pow(2).flatten(1).sum(1) - self.eta ** 2).clamp_min(0)
             grad, = torch.autograd.grad((gap - self.penalty * excess).sum(), z_adv)
             z_adv = (z_adv + self.inner_lr * grad.sign()).detach().requires_grad_(True)
         model.train(was_training)
         moved = gen_net(z_adv.detach()).clamp(*bounds)
-        return (torch.softmax(model(moved), 1) - torch.softmax(model(anchor), 1)).pow(2).sum(1).mean()
+        return (torch.softmax(self.logits(moved), 1) - torch.softmax(self.logits(anchor), 1)).pow(2).sum(1).mean()
