@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.advbridge-installed
 
-.PHONY: demo test test-slow bench install clean
+.PHONY: demo test test-slow bench weights install clean
 
 install: $(STAMP)
 
@@ -22,6 +22,11 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
+
+# Re-train the shipped weights (evaluations/weights: one torch thread, deterministic), print their sha256 and
+# accuracies and rewrite weights.json. CPU-heavy: tens of minutes on 2 cores.
+weights: $(STAMP)
+	$(VENV)/bin/advbridge weights $(WEIGHTS_ARGS)
 
 bench: $(STAMP)
 	$(PY) bench/bench_bridge.py $(BENCH_ARGS)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import logging
 import os
+import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -20,7 +23,8 @@ from .data import DATASETS, load_dataset
 from .report import write_reports
 from .runner import EXECUTORS, run_suite
 from .suite import load_suite
-from .zoo import ZOO, resolve_model
+from .zoo import (WEIGHTS_DIR, WeightsError, cache_root, is_shipped, load_shipped, model_checkpoints, model_names,
+                  refreshing_weights, resolve_model, set_retrain, shipped_manifest, write_weights)
 
 SUITES_DIR = Path(__file__).with_name("suites")
 
@@ -76,7 +80,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
     p.add_argument("--seed", type=int, default=None, help="seed for every RNG (default: the suite's, else 0)")
     p.add_argument("--batch-size", type=int, default=128, help="inputs per toolkit call (default 128)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: half the cores)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: half the cores); model training always runs on one")
+    p.add_argument("--retrain", action="store_true",
+                   help="ignore the shipped weights and the cache: train every model the run loads (cached locally)")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
 
 
@@ -100,9 +107,21 @@ def cmd_attacks(args: argparse.Namespace) -> int:
     return 0
 
 
+def model_status(name: str, dataset: str = "mnist5k", seed: int = 0) -> str:
+    """``shipped`` (every checkpoint the model reads is in the package) or ``trained locally`` (on first use, then
+    cached)."""
+    return "shipped" if is_shipped(model_checkpoints(name, dataset, seed)) else "trained locally"
+
+
 def cmd_models(args: argparse.Namespace) -> int:
-    for entry in ZOO.values():
-        print(f"{entry.name:<16} {','.join(entry.datasets):<14} {entry.description}")
+    rows = [("model", "kind", "weights (mnist5k, seed 0)", "description")]
+    for name, kind, description in model_names():
+        rows.append((name, kind, model_status(name), description))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3])
+    print("\nshipped: weights in the package (verified by sha256); other data sets, seeds or --retrain train locally, "
+          "on one torch thread, and cache under " + str(cache_root()))
     return 0
 
 
@@ -157,9 +176,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _run(load_suite(suite_path(args.suite), quick=args.quick), args)
 
 
+def with_models(text: str, models: list[str]) -> str:
+    """Suite TOML ``text`` with its ``[suite]`` ``models = [...]`` line replaced by ``models`` (TOML strings)."""
+    head, sep, rest = text.partition("[suite]")
+    pattern = re.compile(r"^models\s*=\s*\[[^\]]*\]", re.M)
+    body = re.split(r"^\[", rest, maxsplit=1, flags=re.M)[0]
+    if not sep or not pattern.search(body):
+        raise ValueError("the suite text has no [suite] models = [...] line to replace")
+    line = "models = [" + ", ".join(json.dumps(m) for m in models) + "]"
+    return head + sep + pattern.sub(lambda _: line, rest, count=1)
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
-    suite = load_suite(suite_path("toolkit_audit"), quick=args.quick)
-    suite.models = [args.model]
+    # The suite is rebuilt from text naming the user's model, so the model is validated like any suite's and the
+    # stored suite text is the one that runs.
+    path = suite_path("toolkit_audit")
+    suite = load_suite(path, quick=args.quick, text=with_models(path.read_text(), [args.model]))
     return _run(suite, args)
 
 
@@ -506,6 +538,83 @@ name = "meanfield"
     return code
 
 
+#: Models `make test` and smoke runs use besides the shipped suites' (shipped too).
+TEST_MODELS = ("mnist_tiny_cnn", "mnist_vae_tiny")
+
+
+def train_shipped_set(staged: Path) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Train, afresh and on the CPU, every checkpoint the shipped suites and ``TEST_MODELS`` read (suite models,
+    estimator models, defense autoencoders, generators and retrained classifiers), into ``staged``.
+
+    :returns: The checkpoint records (``zoo.refreshing_weights``) and, per model name, its kind, test accuracy and
+        checkpoint names.
+    """
+    from .runner import Resources
+
+    models: dict[str, dict[str, Any]] = {}
+    kinds = {name: kind for name, kind, _ in model_names()}
+
+    def note(name: str, info: dict[str, Any], dataset: str, seed: int) -> None:
+        if name not in models and name in kinds and dataset == "mnist5k" and seed == 0:
+            models[name] = {"kind": kinds[name], "test_accuracy": info.get("test_accuracy"),
+                            "checkpoints": model_checkpoints(name, dataset, seed)}
+            print(f"{name}: test accuracy {info.get('test_accuracy')}", flush=True)
+
+    suites = [load_suite(path) for path in sorted(SUITES_DIR.glob("*.toml"))]  # every suite valid before training
+    data = load_dataset("mnist5k")
+    with refreshing_weights(staged) as records:
+        for suite in suites:
+            dataset, seed = suite.data["dataset"], suite.seed
+            print(f"suite {suite.name}", flush=True)
+            resources = Resources(suite, device="cpu")
+            for cell in suite.cells():
+                note(cell.model, resources.model_info(cell.model), dataset, seed)
+                if cell.threat != "none":
+                    resources.systems(cell.model)
+                    resources.attack_model(cell.model, cell.threat)
+            for cell in suite.estimator_cells():
+                note(cell.model, resources.model_info(cell.model), dataset, seed)
+                for name in dict(cell.params).get("models", []):
+                    if name not in models:
+                        note(name, resolve_model(name, dataset, seed, "cpu", data)[1], dataset, seed)
+        for name in TEST_MODELS:
+            note(name, resolve_model(name, "mnist5k", 0, "cpu", data)[1], "mnist5k", 0)
+    return records, models
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    if args.check:
+        manifest = shipped_manifest()
+        if not manifest:
+            raise WeightsError(f"no shipped weights under {WEIGHTS_DIR}")
+        for rel in sorted(manifest):
+            load_shipped(rel)  # verifies the sha256
+            print(f"ok  {manifest[rel]['sha256']}  {rel}")
+        return 0
+    target = Path(args.out) if args.out else WEIGHTS_DIR
+    staged = cache_root() / "weights-staging"  # kept when interrupted: the next run resumes from it
+    if args.restart:
+        shutil.rmtree(staged, ignore_errors=True)
+    elif staged.exists():
+        print(f"resuming: reusing the checkpoints already trained under {staged} (--restart trains all afresh)")
+    start = time.perf_counter()
+    records, models = train_shipped_set(staged)
+    manifest = write_weights(records, staged, target, models)
+    shutil.rmtree(staged, ignore_errors=True)
+    total = 0
+    print(f"\n{'checkpoint':<64} {'sha256':<64} bytes")
+    for rel, entry in manifest["checkpoints"].items():
+        total += entry["bytes"]
+        print(f"{rel:<64} {entry['sha256']} {entry['bytes']}")
+    print(f"\n{'model':<32} {'test accuracy':>13}")
+    for name, entry in manifest["models"].items():
+        acc = entry["test_accuracy"]
+        print(f"{name:<32} {'' if acc is None else f'{100 * acc:.2f}%':>13}")
+    print(f"\n{len(manifest['checkpoints'])} checkpoints, {total / 2**20:.1f} MiB, trained in "
+          f"{time.perf_counter() - start:.0f} s; wrote {target / 'weights.json'}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     info = write_reports(args.dir)
     print(f"rendered {info['records']} cells ({info['failed']} failed) and {len(info['plots'])} plots into {args.dir}")
@@ -524,8 +633,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("attacks", help="list the attack registry: norms, backends, targeted support")
     p.set_defaults(func=cmd_attacks)
-    p = sub.add_parser("models", help="list the model zoo")
+    p = sub.add_parser("models", help="list every model a suite can name, and whether its weights are shipped")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("weights", help="re-train the shipped weights (one thread, deterministic); print their hashes "
+                                       "and accuracies and rewrite the manifest")
+    p.add_argument("--out", default=None, help="folder for the checkpoints and weights.json (default: the package's)")
+    p.add_argument("--check", action="store_true", help="only verify the shipped files against their sha256")
+    p.add_argument("--restart", action="store_true",
+                   help="discard the checkpoints an interrupted run left under $ADVBRIDGE_CACHE/weights-staging")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    p.set_defaults(func=cmd_weights)
 
     p = sub.add_parser("crossval", help="run one attack on several backends and compare them sample by sample")
     p.add_argument("--model", default="mnist_cnn", help="zoo name or package.module:function returning a Model")
@@ -675,12 +793,13 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     if hasattr(args, "threads"):
         print(f"torch threads: {set_threads(args.threads)}")
+    set_retrain(getattr(args, "retrain", False))
     if getattr(args, "n", 1) is not None and getattr(args, "n", 1) < 1:
         parser.error("--n must be a positive integer")
     start = time.perf_counter()
     try:
         code = args.func(args)
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except (ValueError, TypeError, FileNotFoundError, WeightsError) as err:
         if getattr(args, "verbose", False):
             raise
         print(f"advbridge: error: {err}", file=sys.stderr)

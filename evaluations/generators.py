@@ -1,8 +1,10 @@
 """Generative models for suites: VAE, WGAN-GP and α-GAN trained on first use, cached, with sample-grid PNGs.
 
-Every training run writes ``<checkpoint>.samples.png`` (64 samples from ``N(0, I)``) and, for the models with an
-encoder, ``<checkpoint>.reconstructions.png`` (test images above their reconstructions) next to the checkpoint, so
-a person can see what the model learned. ``mnist_vae`` is the Kos et al. evaluation model: the VAE with a latent
+The weights are shipped with the package for the recipes the shipped suites use, else trained (deterministically, on
+one thread) on first use and cached (``zoo.load_checkpoint``). Loading writes ``<checkpoint>.samples.png`` (64
+samples from ``N(0, I)``) and, for the models with an encoder, ``<checkpoint>.reconstructions.png`` (test images
+above their reconstructions) under ``cache_root()/generators`` when missing, so a person can see what the model
+learned. ``mnist_vae`` is the Kos et al. evaluation model: the VAE with a latent
 classifier and reconstruction feedback (algorithms.md §4.3), resolvable as a suite model.
 """
 
@@ -23,13 +25,14 @@ from advbridge.defenses.generative import (VAE, AlphaGAN, GenerativeClassifier, 
                                            train_alpha_gan, train_latent_classifier, train_vae, train_wgan_gp)
 
 from .data import Dataset, load_dataset
-from .zoo import accuracy, cached_modules
+from .zoo import accuracy, cache_root, cached_modules, shipped_name
 
 logger = logging.getLogger(__name__)
 
 KINDS = ("vae", "wgan_gp", "alpha_gan")
-#: Bumped whenever generator training changes, so stale checkpoints are not reused.
-GENERATOR_RECIPE_VERSION = 1
+#: Bumped whenever generator training changes, so stale checkpoints are not reused (2: deterministic training on one
+#: thread).
+GENERATOR_RECIPE_VERSION = 2
 #: Per-kind defaults. Defense-GAN's WGAN-GP (§3.2): latent 128, batch 50, 5 critic steps, λ = 10, 200k
 #: iterations; far fewer here (CPU). The VAE follows the prototype of §3.3 (latent 32, 30 epochs).
 #: Measured on one thread: a VAE epoch takes about 5 s; a WGAN-GP generator step 0.7 s at width 32 (1.7 s at 64,
@@ -112,6 +115,29 @@ def _decoder(kind: str, modules: list[nn.Module]) -> nn.Module:
     return modules[0].generator
 
 
+def generator_blob(recipe: GeneratorRecipe, dataset: str, seed: int, channels: int, image_size: int) -> dict[str, Any]:
+    """Everything that decides a generator's trained weights (its checkpoint key, library versions aside)."""
+    return {**recipe.resolved(), "dataset": dataset, "seed": seed, "channels": channels, "image_size": image_size,
+            "recipe_version": GENERATOR_RECIPE_VERSION}
+
+
+def generator_checkpoint(recipe: GeneratorRecipe, dataset: str = "mnist5k", seed: int = 0, channels: int = 1,
+                         image_size: int = 28) -> str:
+    """The manifest name of the shipped checkpoint ``load_generator`` would read for ``recipe``."""
+    return shipped_name("generators", f"{recipe.kind}-{dataset}",
+                        generator_blob(recipe, dataset, seed, channels, image_size))
+
+
+def grid_path(checkpoint: Path, suffix: str) -> Path:
+    """Where a grid of ``checkpoint`` is written: next to it in the cache, under ``cache_root()/<its folder>`` for
+    a shipped checkpoint (the package folder stays read-only)."""
+    root = cache_root().resolve()
+    folder = checkpoint.parent
+    if not folder.resolve().is_relative_to(root):
+        folder = root / folder.name
+    return folder / checkpoint.with_suffix(suffix).name
+
+
 def load_generator(recipe: GeneratorRecipe, data: Dataset, dataset: str, seed: int = 0,
                    device: str | torch.device | None = None) -> TrainedGenerator:
     """The generative model ``recipe`` describes, trained on ``data``'s training split on first use and cached.
@@ -143,8 +169,7 @@ def load_generator(recipe: GeneratorRecipe, data: Dataset, dataset: str, seed: i
             train_alpha_gan(modules[0], x, epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
                             seed=seed, device=device)
 
-    blob = {**cfg, "dataset": dataset, "seed": seed, "channels": channels, "image_size": image_size,
-            "recipe_version": GENERATOR_RECIPE_VERSION}
+    blob = generator_blob(recipe, dataset, seed, channels, image_size)
     modules, path, _ = cached_modules("generators", f"{cfg['kind']}-{dataset}", blob, build, train)
     modules = [m.to(device) for m in modules]
     trained = TrainedGenerator(cfg["kind"], modules[0], _decoder(cfg["kind"], modules), cfg["latent_dim"], path)
@@ -153,14 +178,15 @@ def load_generator(recipe: GeneratorRecipe, data: Dataset, dataset: str, seed: i
 
 
 def write_grids(trained: TrainedGenerator, data: Dataset, seed: int = 0) -> list[Path]:
-    """Sample (and reconstruction) grids next to the checkpoint; written when missing."""
+    """Sample (and reconstruction) grids (``grid_path``); written when missing."""
     out = []
-    samples = trained.path.with_suffix(".samples.png")
+    samples = grid_path(trained.path, ".samples.png")
     if not samples.exists():
+        samples.parent.mkdir(parents=True, exist_ok=True)
         save_grid(sample_images(trained.generator, trained.latent_dim, n=64, seed=seed), samples, nrow=8)
     out.append(samples)
     if trained.kind in ("vae", "alpha_gan"):
-        recon_path = trained.path.with_suffix(".reconstructions.png")
+        recon_path = grid_path(trained.path, ".reconstructions.png")
         if not recon_path.exists():
             x = data.x_test[:32].to(next(trained.model.parameters()).device)
             with torch.no_grad():
@@ -190,6 +216,21 @@ GENERATIVE_MODELS: dict[str, tuple[GeneratorRecipe, LatentClassifierRecipe]] = {
 }
 
 
+def latent_classifier_blob(vae_file: str, recipe: LatentClassifierRecipe, seed: int) -> dict[str, Any]:
+    """Everything that decides a latent classifier's weights: its VAE (by checkpoint file name), recipe, seed."""
+    return {"vae": vae_file, "seed": seed, **asdict(recipe), "recipe_version": GENERATOR_RECIPE_VERSION}
+
+
+def generative_checkpoints(name: str, dataset: str = "mnist5k", seed: int = 0) -> list[str]:
+    """The manifest names of the shipped VAE and latent classifier ``load_generative_classifier(name)`` reads."""
+    if name not in GENERATIVE_MODELS:
+        raise ValueError(f"unknown generative model {name!r}; expected one of {sorted(GENERATIVE_MODELS)}")
+    recipe, clf_recipe = GENERATIVE_MODELS[name]
+    vae = generator_checkpoint(recipe, dataset, seed)
+    blob = latent_classifier_blob(Path(vae).name, clf_recipe, seed)
+    return [vae, shipped_name("generators", f"latent_classifier-{dataset}", blob)]
+
+
 def load_generative_classifier(name: str = "mnist_vae", dataset: str = "mnist5k", *, seed: int = 0,
                                device: str | torch.device | None = None, data: Dataset | None = None,
                                data_root: str | Path | None = None) -> tuple[Model, dict[str, Any]]:
@@ -214,7 +255,7 @@ def load_generative_classifier(name: str = "mnist_vae", dataset: str = "mnist5k"
         train_latent_classifier(modules[0], vae.model.encode, data.x_train, data.y_train, epochs=clf_recipe.epochs,
                                 batch_size=clf_recipe.batch_size, lr=clf_recipe.lr, seed=seed, device=device)
 
-    blob = {"vae": str(vae.path.name), "seed": seed, **asdict(clf_recipe), "recipe_version": GENERATOR_RECIPE_VERSION}
+    blob = latent_classifier_blob(vae.path.name, clf_recipe, seed)
     (latent_clf,), path, _ = cached_modules("generators", f"latent_classifier-{dataset}", blob, build, train)
     module = GenerativeClassifier(vae.model, latent_clf.to(device), feedback=True)
     module.fit_targets(data.x_train.to(device), data.y_train.to(device))

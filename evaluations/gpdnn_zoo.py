@@ -1,4 +1,5 @@
-"""GPDNN models for suites (Bradshaw et al. 2017; algorithms.md §8): trained on first use, cached like the zoo.
+"""GPDNN models for suites (Bradshaw et al. 2017; algorithms.md §8): shipped, else trained on first use, cached like
+the zoo (``zoo.load_checkpoint``).
 
 ``mnist_gpdnn`` is ``zoo.mnist_lenet_features(32)`` feeding a 10-class sparse variational GP with the robust-max
 likelihood (``advbridge.defenses.gpdnn``); its NN counterpart is the zoo's ``mnist_lenet`` (the same features under a
@@ -22,12 +23,13 @@ from advbridge.bridge import Model
 from advbridge.bridge.model import default_device
 
 from .data import Dataset, load_dataset
-from .zoo import accuracy, cached_modules, mnist_lenet_features
+from .zoo import accuracy, cached_modules, mnist_lenet_features, shipped_name
 
 logger = logging.getLogger(__name__)
 
-#: Bumped whenever GPDNN training changes, so stale checkpoints are not reused.
-GPDNN_RECIPE_VERSION = 1
+#: Bumped whenever GPDNN training changes, so stale checkpoints are not reused (2: deterministic training on one
+#: thread).
+GPDNN_RECIPE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,20 @@ class GPDNNRecipe:
 GPDNN_MODELS: dict[str, tuple[GPDNNRecipe, tuple[str, ...]]] = {
     "mnist_gpdnn": (GPDNNRecipe(), ("mnist5k", "mnist")),
 }
+
+
+def gpdnn_blob(name: str, dataset: str, seed: int) -> dict[str, Any]:
+    """Everything that decides a GPDNN's trained weights (its checkpoint key; the local cache adds the torch and
+    GPyTorch versions)."""
+    recipe, _ = GPDNN_MODELS[name]
+    return {"name": name, "dataset": dataset, "seed": seed, **asdict(recipe), "version": GPDNN_RECIPE_VERSION}
+
+
+def gpdnn_checkpoints(name: str, dataset: str = "mnist5k", seed: int = 0) -> list[str]:
+    """The manifest name of the shipped checkpoint ``load_gpdnn(name, dataset, seed=seed)`` would read."""
+    if name not in GPDNN_MODELS:
+        raise ValueError(f"unknown GPDNN model {name!r}; expected one of {sorted(GPDNN_MODELS)}")
+    return [shipped_name("gpdnn", f"{name}-{dataset}", gpdnn_blob(name, dataset, seed))]
 
 
 def load_gpdnn(name: str = "mnist_gpdnn", dataset: str = "mnist5k", *, seed: int = 0,
@@ -101,9 +117,8 @@ def load_gpdnn(name: str = "mnist_gpdnn", dataset: str = "mnist5k", *, seed: int
         modules[0].load_state_dict({k: v.cpu() for k, v in trained.state_dict().items()})
         logger.info("trained %s: final -ELBO %.4f", name, history["elbo"][-1])
 
-    blob = {"name": name, "dataset": dataset, "seed": seed, **asdict(recipe), "version": GPDNN_RECIPE_VERSION,
-            "gpytorch": _version("gpytorch")}
-    (module,), path, fresh = cached_modules("gpdnn", f"{name}-{dataset}", blob, build, train)
+    (module,), path, fresh = cached_modules("gpdnn", f"{name}-{dataset}", gpdnn_blob(name, dataset, seed), build, train,
+                                            versions={"gpytorch": _version("gpytorch")})
     module = module.to(device).eval()
     model = Model(module, data.input_shape, bounds=data.bounds, nb_classes=data.nb_classes, device=device)
     info = {"model": name, "cache": str(path), "freshly_trained": fresh, "recipe": asdict(recipe),

@@ -18,17 +18,16 @@ decay, training subset) unless the variant overrides them, with the loss of ``ad
 ``adv_step_ll+entropy``     The "both" regime of Cubuk's Figure 5: ``0.5·(CE(x) + H(p(x))) + 0.5·CE(x_adv)``.
 ==========================  ================================================================================
 
-Checkpoints hold only tensors and numbers (``torch.load(..., weights_only=True)``) under
-``cache_root()/models/<base>+<variant>-<dataset>-<hash>.pt``; the hash covers the base entry's architecture and
-``TrainConfig``, the variant recipe, the data set, the seed, ``VARIANT_RECIPE_VERSION`` and the torch version.
+The weights come from ``zoo.load_checkpoint``: shipped with the package when the key matches, else the local cache
+``cache_root()/models/<base>+<variant>-<dataset>-<hash>.pt``, else deterministic training (one torch thread) then
+cached. The key covers the base entry's architecture and ``TrainConfig``, the variant recipe, the data set, the seed
+and ``VARIANT_RECIPE_VERSION`` (the local cache's also the torch version). Checkpoints hold only tensors, numbers
+and strings (``torch.load(..., weights_only=True)``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -40,12 +39,13 @@ from advbridge.bridge.model import default_device
 from advbridge.bridge.spec import AttackSpec
 
 from .data import Dataset, load_dataset
-from .zoo import RECIPE_VERSION, ZOO, ZooEntry, accuracy, cache_root
+from .zoo import RECIPE_VERSION, ZOO, ZooEntry, accuracy, architecture, load_checkpoint, local_key, local_path, shipped_name
 
 logger = logging.getLogger(__name__)
 
-#: Bumped whenever the variant training procedure changes, so stale checkpoints are not reused.
-VARIANT_RECIPE_VERSION = 1
+#: Bumped whenever the variant training procedure changes, so stale checkpoints are not reused (2: deterministic
+#: training on one thread).
+VARIANT_RECIPE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -115,31 +115,42 @@ def validate_variant(name: Any) -> str | None:
     return None
 
 
+def variant_blob(entry: ZooEntry, variant: TrainingVariant, dataset: str, seed: int) -> dict[str, Any]:
+    """Everything that decides a variant's trained weights (its checkpoint key, library versions aside)."""
+    return {"variant_recipe": VARIANT_RECIPE_VERSION, "zoo_recipe": RECIPE_VERSION, "base": entry.name,
+            "arch": architecture(entry), "train": asdict(entry.train), "variant": asdict(variant), "dataset": dataset, "seed": seed}
+
+
 def variant_hash(entry: ZooEntry, variant: TrainingVariant, dataset: str, seed: int) -> str:
-    """Hash of everything that decides a variant's trained weights."""
-    with torch.random.fork_rng(devices=[]):  # building the architecture for its repr draws initial weights
-        arch = repr(entry.build())
-    blob = json.dumps({"variant_recipe": VARIANT_RECIPE_VERSION, "zoo_recipe": RECIPE_VERSION, "base": entry.name,
-                       "arch": arch, "train": asdict(entry.train), "variant": asdict(variant),
-                       "dataset": dataset, "seed": seed, "torch": torch.__version__.split("+")[0]},
-                      sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    """Hash of everything that decides a variant's trained weights (the local cache's key)."""
+    return local_key(variant_blob(entry, variant, dataset, seed))
 
 
-def variant_path(name: str, dataset: str = "mnist5k", seed: int = 0) -> Path:
-    """Where ``load_variant(name, dataset, seed=seed)`` keeps its checkpoint."""
+def _resolve(name: str) -> tuple[ZooEntry, TrainingVariant]:
     error = validate_variant(name)
     if error:
         raise ValueError(error)
     base, variant = split_variant(name)
-    key = variant_hash(ZOO[base], TRAINING_VARIANTS[variant], dataset, seed)
-    return cache_root() / "models" / f"{name}-{dataset}-{key}.pt"
+    return ZOO[base], TRAINING_VARIANTS[variant]
+
+
+def variant_path(name: str, dataset: str = "mnist5k", seed: int = 0) -> Path:
+    """Where ``load_variant(name, dataset, seed=seed)`` caches its checkpoint when it trains it here."""
+    entry, variant = _resolve(name)
+    return local_path("models", f"{name}-{dataset}", variant_blob(entry, variant, dataset, seed))
+
+
+def variant_checkpoints(name: str, dataset: str = "mnist5k", seed: int = 0) -> list[str]:
+    """The manifest name of the shipped checkpoint ``load_variant(name, dataset, seed=seed)`` would read."""
+    entry, variant = _resolve(name)
+    return [shipped_name("models", f"{name}-{dataset}", variant_blob(entry, variant, dataset, seed))]
 
 
 def load_variant(name: str, dataset: str = "mnist5k", *, seed: int = 0, device: str | torch.device | None = None,
                  data: Dataset | None = None, data_root: str | Path | None = None,
                  retrain: bool = False) -> tuple[Model, dict[str, Any]]:
-    """Return variant ``<zoo name>+<variant>`` as a bridge ``Model`` plus its info, training and caching it first.
+    """Return variant ``<zoo name>+<variant>`` as a bridge ``Model`` plus its info: the shipped weights when the key
+    matches, else trained (deterministically, on one thread) and cached on first use.
 
     :param name: E.g. ``mnist_cnn+adv_fgsm`` (``TRAINING_VARIANTS`` lists the variants, ``ZOO`` the bases).
     :param dataset: Data set it is trained on (one the zoo entry is defined for).
@@ -147,45 +158,40 @@ def load_variant(name: str, dataset: str = "mnist5k", *, seed: int = 0, device: 
     :param device: Where the model trains and runs; CUDA when present by default.
     :param data: An already loaded ``Dataset`` (saves reloading).
     :param data_root: Folder of user-supplied files for ``mnist``/``cifar10``.
-    :param retrain: Ignore the cache and train again.
+    :param retrain: Ignore the shipped weights and the cache and train again (cached locally).
     :returns: ``(model, info)``; info has ``model``, ``base``, ``variant``, ``recipe``, ``train``,
-        ``test_accuracy``, ``val_accuracy``, ``train_accuracy``, ``cache``, ``freshly_trained``, ``history`` and
-        ``description``.
+        ``test_accuracy``, ``val_accuracy``, ``train_accuracy``, ``cache``, ``freshly_trained``, ``weights``
+        (``shipped``, ``cache`` or ``trained``), ``history`` and ``description``.
     """
-    error = validate_variant(name)
-    if error:
-        raise ValueError(error)
+    entry, variant = _resolve(name)
     base, variant_name = split_variant(name)
-    entry, variant = ZOO[base], TRAINING_VARIANTS[variant_name]
     if dataset not in entry.datasets:
         raise ValueError(f"zoo model '{base}' is defined for datasets {list(entry.datasets)}, got {dataset!r}")
     device = torch.device(device) if device is not None else default_device()
-    path = variant_path(name, dataset, seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # the zoo's initial weights: they depend on the seed only
         module = entry.build()
     data_shape = (1, 28, 28) if dataset in ("mnist5k", "mnist") else (3, 32, 32)
-    fresh = False
-    if path.exists() and not retrain:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+
+    def train() -> dict[str, Any]:
+        loaded = data if data is not None else load_dataset(dataset, root=data_root)
+        metrics, history = _train_variant(module, entry, variant, loaded, seed, device, name)
+        return {"state_dict": {k: v.cpu() for k, v in module.state_dict().items()}, "metrics": metrics,
+                "history": history}
+
+    ckpt, path, source = load_checkpoint("models", f"{name}-{dataset}", variant_blob(entry, variant, dataset, seed),
+                                         train, retrain=retrain, model=name)
+    if source != "trained":
         module.load_state_dict(ckpt["state_dict"])
-        metrics, history = ckpt["metrics"], ckpt["history"]
     else:
-        data = data if data is not None else load_dataset(dataset, root=data_root)
-        metrics, history = _train_variant(module, entry, variant, data, seed, device, name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        torch.save({"state_dict": {k: v.cpu() for k, v in module.state_dict().items()}, "metrics": metrics,
-                    "history": history}, tmp)
-        os.replace(tmp, path)
-        fresh = True
-        logger.info("trained %s: test accuracy %.4f, cached at %s", name, metrics["test_accuracy"], path)
+        logger.info("trained %s: test accuracy %.4f", name, ckpt["metrics"]["test_accuracy"])
+    metrics, history = ckpt["metrics"], ckpt["history"]
     module = module.to(device).eval()
     model = Model(module, data_shape, bounds=(0.0, 1.0), nb_classes=10, device=device)
     info = {"model": name, "base": base, "variant": variant_name, "recipe": asdict(variant),
             "train": _train_settings(entry, variant), "test_accuracy": float(metrics["test_accuracy"]),
             "val_accuracy": float(metrics["val_accuracy"]), "train_accuracy": float(metrics["train_accuracy"]),
-            "cache": str(path), "freshly_trained": fresh, "history": history,
+            "cache": str(path), "freshly_trained": source == "trained", "weights": source, "history": history,
             "description": f"{entry.description}; {variant.description}"}
     return model, info
 

@@ -20,12 +20,14 @@ def test_variant_trains_caches_and_resolves(tmp_path, monkeypatch, mnist5k, tiny
     assert len(info["history"]) == info["train"]["epochs"]
     measured = (model.predict(mnist5k.x_test) == mnist5k.y_test).float().mean().item()
     assert measured == pytest.approx(info["test_accuracy"]) and measured > 0.8
-    ckpt = torch.load(path, weights_only=True)  # plain tensors and numbers only
-    assert set(ckpt) == {"state_dict", "metrics", "history"}
+    ckpt = torch.load(path, weights_only=True)  # plain tensors, numbers and strings only
+    assert set(ckpt) == {"state_dict", "metrics", "history", "provenance"}
+    assert ckpt["provenance"]["threads"] == 1 and info["weights"] == "trained"
 
     mtime = path.stat().st_mtime_ns
     again, info2 = training.load_variant(name, data=mnist5k, device="cpu")
     assert not info2["freshly_trained"] and path.stat().st_mtime_ns == mtime  # not retrained
+    assert info2["weights"] == "cache"
     assert info2["test_accuracy"] == info["test_accuracy"] and info2["history"] == info["history"]
     x = mnist5k.x_test[:50]
     assert torch.equal(model.logits(x), again.logits(x))
