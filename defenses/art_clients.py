@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .magnet import ForwardPasses, ThresholdDetector
+from .magnet import ForwardPasses, ThresholdDetector, check_bounds, check_input_shape
 from .params import check_images
 
 
@@ -45,8 +45,20 @@ class DetectorMargin(nn.Module):
 
 def art_detector(detector: ThresholdDetector, input_shape: tuple[int, ...],
                  clip_values: tuple[float, float] = (0.0, 1.0), device_type: str = "cpu"):
-    """The fitted ``detector`` as the ART classifier that ``DetectorClassifier`` expects as its detector."""
+    """The fitted ``detector`` as the ART classifier that ``DetectorClassifier`` expects as its detector.
+
+    :param input_shape: ``(C, H, W)``; must match the shape the detector checks (given or fitted).
+    :param clip_values: Must equal the detector's ``bounds``, so that ART and the detector agree on valid input.
+    """
     from art.estimators.classification import PyTorchClassifier
 
-    return PyTorchClassifier(model=DetectorMargin(detector), loss=nn.BCEWithLogitsLoss(), input_shape=input_shape,
+    margin = DetectorMargin(detector)
+    shape = check_input_shape(input_shape)
+    if shape is None:
+        raise ValueError("input_shape must be (C, H, W), got None")
+    if detector.expected_shape is not None and shape != detector.expected_shape:
+        raise ValueError(f"input_shape {shape} differs from the detector's input shape {detector.expected_shape}")
+    if check_bounds(clip_values, "clip_values") != tuple(detector.bounds):
+        raise ValueError(f"clip_values {tuple(clip_values)} differ from the detector's bounds {tuple(detector.bounds)}")
+    return PyTorchClassifier(model=margin, loss=nn.BCEWithLogitsLoss(), input_shape=input_shape,
                              nb_classes=2, clip_values=np.asarray(clip_values, np.float32), device_type=device_type)

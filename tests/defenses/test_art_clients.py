@@ -88,3 +88,18 @@ def test_magnet_system_and_detector_margin_errors(autoencoders, tiny):
         MagNet(tiny.module, {"a": ae1}, None)
     with pytest.raises(ValueError, match="is not fitted: call MagNet.fit"):
         MagNet(tiny.module, [ReconstructionErrorDetector(ae1)], Reformer(ae1)).detect(torch.rand(2, 1, 28, 28))
+
+
+def test_art_detector_checks_its_input_and_agrees_with_the_detector(autoencoders, mnist5k):
+    _, ae2 = autoencoders
+    detector = ReconstructionErrorDetector(ae2, p=1, drop_rate=0.05)
+    detector.fit(mnist5k.x_val[:200])
+    margin = DetectorMargin(detector)
+    with pytest.raises(ValueError, match=r"outside the bounds \[0, 1\] \(it looks like 0-255 pixels"):
+        margin(mnist5k.x_test[:4] * 255)
+    with pytest.raises(ValueError, match=r"expected \(N, 1, 28, 28\)"):
+        margin(torch.nn.functional.pad(mnist5k.x_test[:4], (2, 2, 2, 2)))
+    with pytest.raises(ValueError, match=r"clip_values \(-0.5, 0.5\) differ from the detector's bounds \(0.0, 1.0\)"):
+        art_detector(detector, (1, 28, 28), clip_values=(-0.5, 0.5))
+    with pytest.raises(ValueError, match=r"input_shape \(1, 32, 32\) differs from the detector's input shape"):
+        art_detector(detector, (1, 32, 32))
