@@ -257,7 +257,8 @@ def _check_channels(values, name: str, channels: int, positive: bool) -> list[fl
     except (TypeError, ValueError) as err:
         raise TypeError(f"{name} must be a number or a sequence of numbers, got {values!r}") from err
     if len(flat) not in (1, channels):
-        raise ValueError(f"{name} must have 1 or {channels} entries (one per channel), got {len(flat)}")
+        expected = "1 entry" if channels == 1 else f"1 entry or {channels} (one per channel)"
+        raise ValueError(f"{name} must have {expected}, got {len(flat)}")
     check = check_positive if positive else check_finite
     return [check(float(v), f"{name}[{i}]") for i, v in enumerate(flat)]
 

@@ -86,8 +86,8 @@ NAN, INF = float("nan"), float("inf")
     ({"mean": [0.1], "std": [INF]}, r"std\[0\] must be a positive finite number, got inf"),
     ({"mean": [NAN], "std": [0.3]}, r"mean\[0\] must be a finite number, got nan"),
     ({"mean": [INF], "std": [0.3]}, r"mean\[0\] must be a finite number, got inf"),
-    ({"mean": [0.1, 0.2], "std": [0.3]}, r"mean must have 1 or 1 entries \(one per channel\), got 2"),
-    ({"mean": [0.1], "std": [0.3, 0.3]}, r"std must have 1 or 1 entries \(one per channel\), got 2"),
+    ({"mean": [0.1, 0.2], "std": [0.3]}, "mean must have 1 entry, got 2"),
+    ({"mean": [0.1], "std": [0.3, 0.3]}, "std must have 1 entry, got 2"),
 ])
 def test_model_rejects_bad_arguments_naming_them(tiny, kwargs, match):
     """Each bad argument is refused at construction (nb_classes given, so no forward pass could catch it)."""
@@ -102,7 +102,7 @@ def test_three_channel_mean_std_wrong_length_is_refused():
     from advbridge.bridge import Model
 
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 5))
-    with pytest.raises(ValueError, match=r"std must have 1 or 3 entries \(one per channel\), got 2"):
+    with pytest.raises(ValueError, match=r"std must have 1 entry or 3 \(one per channel\), got 2"):
         Model(net, (3, 4, 4), mean=[0.1, 0.2, 0.3], std=[0.2, 0.2], nb_classes=5, device="cpu")
 
 
