@@ -265,6 +265,11 @@ def test_magnet_rejects_bad_images(bad, untrained):
     reformer_only = MagNet(classifier, {}, Reformer(ae, input_shape=(1, 28, 28)))  # no fit needed
     with pytest.raises(ValueError, match=message):
         reformer_only.predict(x)
+    randomized = RandomizedMagNet([magnet, reformer_only], seed=0)
+    for call in (lambda: randomized.run(x), lambda: randomized.predict(x),
+                 lambda: randomized.evaluate(x, np.zeros(4, np.int64))):
+        with pytest.raises(ValueError, match=message):
+            call()
 
 
 @pytest.mark.parametrize(("labels", "error", "message"), [
