@@ -327,13 +327,19 @@ class Reformer(PreprocessorPyTorch):
 
 @dataclass
 class MagNetEvaluation:
-    """MagNet's metric (§1.4/§2.5) and its ablations, as fractions of the inputs."""
+    """MagNet's metric (§1.4/§2.5) and its ablations, as fractions of the inputs.
 
-    with_defense: float      # rejected, or correct after reforming
-    detector_only: float     # rejected, or correct on the raw input
-    reformer_only: float     # correct after reforming
+    One definition of success (as in the bridge): when the clean inputs are given, an input whose clean version
+    the system gets wrong is *already misclassified*; it counts as wrong, never as handled, whatever happens to its
+    adversarial version.
+    """
+
+    with_defense: float      # (clean right after reforming and) rejected, or correct after reforming
+    detector_only: float     # (clean right on the raw input and) rejected, or correct on the raw input
+    reformer_only: float     # (clean right after reforming and) correct after reforming
     no_defense: float        # correct on the raw input
     detection_rate: float    # fraction rejected
+    already_misclassified: int = 0  # clean inputs wrong after reforming (0 when no clean inputs were given)
 
     def to_dict(self) -> dict[str, float]:
         return dict(self.__dict__)
@@ -349,12 +355,22 @@ class MagNetOutputs:
     pred_raw: np.ndarray            # argmax f(x)
     pred_reformed: np.ndarray       # argmax f(reformer(x)) (= pred_raw without a reformer)
 
-    def evaluate(self, y: np.ndarray) -> MagNetEvaluation:
+    def evaluate(self, y: np.ndarray, clean: MagNetOutputs | None = None) -> MagNetEvaluation:
+        """MagNet's metric on these outputs; ``clean``: the same system's outputs on the clean versions.
+
+        With ``clean``, an input the system gets wrong when clean (after reforming; on the raw input for the
+        detector-only ablation) counts as not handled.
+        """
+        y = np.asarray(y)
         raw_ok, reformed_ok = self.pred_raw == y, self.pred_reformed == y
-        return MagNetEvaluation(with_defense=float((self.rejected | reformed_ok).mean()),
-                                detector_only=float((self.rejected | raw_ok).mean()),
-                                reformer_only=float(reformed_ok.mean()), no_defense=float(raw_ok.mean()),
-                                detection_rate=float(self.rejected.mean()))
+        clean_reformed_ok = np.ones_like(reformed_ok) if clean is None else clean.pred_reformed == y
+        clean_raw_ok = np.ones_like(raw_ok) if clean is None else clean.pred_raw == y
+        return MagNetEvaluation(with_defense=float((clean_reformed_ok & (self.rejected | reformed_ok)).mean()),
+                                detector_only=float((clean_raw_ok & (self.rejected | raw_ok)).mean()),
+                                reformer_only=float((clean_reformed_ok & reformed_ok).mean()),
+                                no_defense=float((clean_raw_ok & raw_ok).mean()),
+                                detection_rate=float(self.rejected.mean()),
+                                already_misclassified=int((~clean_reformed_ok).sum()))
 
 
 class MagNet:
@@ -517,14 +533,22 @@ class MagNet:
         return torch.cat(over_batches(lambda p: p.reformed_logits(self.classifier, self.reformer).argmax(1).cpu(),
                                       x, batch_size, self.device)).numpy()
 
-    def evaluate(self, x, y, batch_size: int = 256) -> MagNetEvaluation:
+    def evaluate(self, x, y, batch_size: int = 256, x_clean=None) -> MagNetEvaluation:
         """MagNet's metric on ``(x, y)``: an input is handled when rejected or classified correctly after reforming.
 
         :param y: Integer class indices in ``[0, K)``, one per input (float or out-of-range labels raise).
+        :param x_clean: The clean inputs ``x`` was made from; when given, an input whose clean version the system
+            gets wrong is already misclassified and counts as not handled (the bridge's one definition of success).
         """
         x = self.check_x(x)
         y = self.check_y(y, x)
-        return self._run_checked(x, batch_size).evaluate(y)
+        clean = None
+        if x_clean is not None:
+            x_clean = self.check_x(x_clean, "x_clean")
+            if len(x_clean) != len(x):
+                raise ValueError(f"x_clean has {len(x_clean)} inputs but x has {len(x)}")
+            clean = self._run_checked(x_clean, batch_size)
+        return self._run_checked(x, batch_size).evaluate(y, clean)
 
 
 def graybox_random_row(matrix: np.ndarray) -> np.ndarray:

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from ..bridge.validation import check_finite, check_images, check_positive, check_positive_int
+from ..bridge.validation import check_finite, check_images, check_labels, check_positive, check_positive_int
 
-__all__ = ["check_finite", "check_images", "check_positive", "check_positive_int"]
+__all__ = ["check_finite", "check_images", "check_labels", "check_positive", "check_positive_int"]

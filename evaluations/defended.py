@@ -239,7 +239,8 @@ class DefenseBuilder:
         """Reformer ``name``: ``invert`` is Invert-and-Classify, any other name a MagNet reformer on that AE."""
         if name == "invert":
             return InvertAndClassify.around(self.autoencoder("invert"), _device_type(model.device))
-        return Reformer(self.autoencoder(name), model.bounds, _device_type(model.device))
+        return Reformer(self.autoencoder(name), model.bounds, _device_type(model.device),
+                        input_shape=tuple(model.input_shape))
 
     def classifier(self, kind: str, model: Model) -> Model:
         """``base``: ``model``; ``enhanced``: ``model`` fine-tuned by Enhanced Invert-and-Classify (cached)."""
@@ -264,8 +265,10 @@ class DefenseBuilder:
         def train(modules):
             module = modules[0].to(model.device)
             projection = self._projection(steps=recipe.project_steps, restarts=recipe.project_restarts)
+            # The whole judged function: the model's preprocessing, its mean/std and the module (issue #13).
             art = Model(module, model.input_shape, bounds=model.bounds, mean=model.mean, std=model.std,
-                        nb_classes=model.nb_classes, device=model.device).art()
+                        preprocessing=list(model.preprocessing), nb_classes=model.nb_classes,
+                        device=model.device).art()
             trainer = EnhancedInvertAndClassify(art, projection, mu=recipe.mu, eta=recipe.eta, epochs=recipe.epochs,
                                                 lr=recipe.lr, batch_size=recipe.batch_size,
                                                 inner_steps=recipe.inner_steps, inner_lr=recipe.inner_lr,
@@ -273,7 +276,7 @@ class DefenseBuilder:
             trainer.fit(self.data.x_train.numpy(), self.data.y_train.numpy())
 
         blob = {"base_weights": weights, "generator": gen.path.name, **asdict(recipe), "seed": self.seed,
-                "dataset": self.dataset, "recipe_version": AE_RECIPE_VERSION}
+                "dataset": self.dataset, "recipe_version": AE_RECIPE_VERSION, "objective": "ce_on_x"}
         (module,), _, _ = cached_modules("models", f"enhanced_inc-{self.dataset}", blob, build, train)
         return Model(module.to(model.device), model.input_shape, bounds=model.bounds, mean=model.mean, std=model.std,
                      preprocessing=list(model.preprocessing), nb_classes=model.nb_classes, device=model.device)
@@ -289,7 +292,8 @@ class DefenseBuilder:
                 built[cfg["name"]] = RandomizedMagNet(members, seed=self.seed, query_size=cfg.get("query_size"))
                 continue
             classifier = self.classifier(cfg.get("classifier", "base"), model).pipeline
-            detectors = {self._detector_name(d): self._detector(d, classifier, device) for d in cfg.get("detectors", [])}
+            detectors = {self._detector_name(d): self._detector(d, classifier, model)
+                         for d in cfg.get("detectors", [])}
             reformer = None
             if cfg.get("reformer", "none") != "none":
                 reformer = self.reformer(cfg["reformer"], model)
@@ -326,17 +330,19 @@ class DefenseBuilder:
             return f"jsd_{cfg['ae']}_T{cfg.get('temperature', 10.0):g}"
         return f"mid_{cfg['ae']}_{cfg.get('estimator', 'population_pmi')}"
 
-    def _detector(self, cfg: dict[str, Any], classifier: nn.Module, device):
+    def _detector(self, cfg: dict[str, Any], classifier: nn.Module, model: Model):
         ae = self.autoencoder(cfg["ae"])
         drop = float(cfg.get("drop_rate", 0.001))
+        where = {"device": model.device, "input_shape": tuple(model.input_shape), "bounds": tuple(model.bounds)}
         if cfg["kind"] == "reconstruction":
-            return ReconstructionErrorDetector(ae, p=int(cfg.get("p", 2)), drop_rate=drop, device=device)
+            return ReconstructionErrorDetector(ae, p=int(cfg.get("p", 2)), drop_rate=drop, **where)
         if cfg["kind"] == "divergence":
             return DivergenceDetector(classifier, ae, temperature=float(cfg.get("temperature", 10.0)),
-                                      drop_rate=drop, device=device)
+                                      drop_rate=drop, **where)
+        temperature = cfg.get("temperature")  # None: the estimator's own default (max_coupling needs T > 1)
         return MutualInformationDetector(classifier, ae, estimator=cfg.get("estimator", "population_pmi"),
-                                         temperature=float(cfg.get("temperature", 1.0)), drop_rate=drop,
-                                         device=device)
+                                         temperature=None if temperature is None else float(temperature),
+                                         drop_rate=drop, **where)
 
 
 def _device_type(device: torch.device) -> str:
@@ -358,15 +364,14 @@ def defense_metrics(name: str, adv, clean, y: np.ndarray) -> dict[str, float]:
     ``already_misclassified``: clean inputs the classifier gets wrong after reforming (a count).
     """
     y = np.asarray(y)
-    clean_reformed_ok, clean_raw_ok = clean.pred_reformed == y, clean.pred_raw == y
-    adv_reformed_ok, adv_raw_ok = adv.pred_reformed == y, adv.pred_raw == y
-    return {f"accuracy_with_defense[{name}]": float((clean_reformed_ok & (adv.rejected | adv_reformed_ok)).mean()),
-            f"accuracy_detector_only[{name}]": float((clean_raw_ok & (adv.rejected | adv_raw_ok)).mean()),
-            f"accuracy_reformer_only[{name}]": float((clean_reformed_ok & adv_reformed_ok).mean()),
-            f"detection_rate[{name}]": float(adv.rejected.mean()),
-            f"clean_accuracy_with_defense[{name}]": float(((~clean.rejected) & clean_reformed_ok).mean()),
+    ev = adv.evaluate(y, clean)
+    return {f"accuracy_with_defense[{name}]": ev.with_defense,
+            f"accuracy_detector_only[{name}]": ev.detector_only,
+            f"accuracy_reformer_only[{name}]": ev.reformer_only,
+            f"detection_rate[{name}]": ev.detection_rate,
+            f"clean_accuracy_with_defense[{name}]": float(((~clean.rejected) & (clean.pred_reformed == y)).mean()),
             f"false_positive_rate[{name}]": float(clean.rejected.mean()),
-            f"already_misclassified[{name}]": int((~clean_reformed_ok).sum())}
+            f"already_misclassified[{name}]": ev.already_misclassified}
 
 
 def validate_detector(cfg: Any, where: str) -> str | None:

@@ -203,7 +203,7 @@ def _attack_cases():
                 modes = []
                 if not attack.requires_target:
                     modes.append(attack.fixed_target or "none")
-                if backend in attack.targeted_backends and attack.fixed_target is None:
+                if attack.can_target(backend, norm) and attack.fixed_target is None:
                     modes.append("explicit")
                 for mode in modes:
                     reason = KNOWN_BATCH_DEPENDENT.get((name, norm, backend))
@@ -266,7 +266,7 @@ def attack_runs(classifier, generative, data, mnist5k):
             out.update({f"norm_{k}": np.asarray(v) for k, v in r.norms.items() if k != "l0"})
             return out
 
-        assert attack.requires_target or mode != "explicit" or backend in attack.targeted_backends
+        assert attack.requires_target or mode != "explicit" or attack.can_target(backend, norm)
         return _three_ways(compute), y.numpy()
     return run
 

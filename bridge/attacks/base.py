@@ -60,6 +60,8 @@ class AttackDef:
         of ``(norm, params)`` returning them, where a default is relative to eps).
     :param unsupported: Backend mapped to ``{param: the only value it can honour}``.
     :param known_causes: Measured discrepancies that explain crossval flags.
+    :param untargeted_only: ``(backend, norm)`` pairs among the targeted backends whose targeted mode is broken
+        upstream, mapped to the reason given in the ``ValueError``.
     """
 
     name: str
@@ -78,6 +80,11 @@ class AttackDef:
         field(default_factory=dict)
     unsupported: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     known_causes: tuple[KnownCause, ...] = ()
+    untargeted_only: Mapping[tuple[str, str], str] = field(default_factory=dict)
+
+    def can_target(self, backend: str, norm: str) -> bool:
+        """Whether ``backend`` runs this attack targeted at ``norm``."""
+        return backend in self.targeted_backends and (backend, norm) not in self.untargeted_only
 
     @property
     def default_norm(self) -> str:
@@ -121,6 +128,9 @@ class AttackDef:
         if targeted and backend not in self.targeted_backends:
             raise ValueError(f"backend '{backend}' cannot run attack '{self.name}' targeted; "
                              f"targeted backends: {sorted(self.targeted_backends) or 'none'}")
+        if targeted and (backend, norm) in self.untargeted_only:
+            raise ValueError(f"targeted: backend '{backend}' cannot run attack '{self.name}' at norm '{norm}' "
+                             f"targeted: {self.untargeted_only[(backend, norm)]}")
         for key, only in self.unsupported.get(backend, {}).items():
             if key in params and params[key] != only:
                 raise ValueError(f"parameter '{key}'={params[key]!r} cannot be honoured by backend '{backend}' "

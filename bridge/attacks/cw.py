@@ -100,6 +100,11 @@ CW = AttackDef(
                     "initial_const": 1e-3, "abort_early": True},
     },
     unsupported={"art": {"abort_early": False}},
+    # ART 1.20.1 CarliniLInfMethod keeps a candidate when argmax(pred) != argmax(y) whatever `targeted` is, so a
+    # targeted run keeps points that miss the target (measured: 0 of 6 targets reached on the tiny test CNN).
+    untargeted_only={("art", "linf"): "ART 1.20.1's CarliniLInfMethod accepts any point whose prediction differs "
+                                      "from the target label (carlini.py, the acceptance test in generate); use "
+                                      "targeted pgd or bim (linf) instead"},
     known_causes=(
         _ART_CW_BUGS,
         _ART_CW_L0_ROUNDS,

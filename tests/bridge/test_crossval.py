@@ -281,8 +281,6 @@ def test_bim_l2_toolkits_differ_by_the_order_of_clipping_and_projection(tiny, at
     assert (np.linalg.norm((foolbox - x).flatten(1).numpy(), axis=1) < 1.0 - 1e-4).mean() > 0.5
 
 
-@pytest.mark.xfail(strict=True, reason="needs the KnownCause in bridge/attacks/bim.py (issue #13 report): the "
-                                       "cause lives in the attack's definition, which this change does not own")
 def test_bim_l2_outputs_differ_flag_carries_its_cause():
     spec = AttackSpec("bim", "l2")
     base = torch.full((2, 1, 2, 2), 0.5)

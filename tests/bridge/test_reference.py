@@ -189,6 +189,24 @@ def test_art_cw_linf_is_the_toolkits_own_call_and_is_an_linf_attack(tiny, attack
     assert np.median(result.norms["l2"][both]) > np.median(l2.norms["l2"][both])
 
 
+def test_targeted_art_cw_linf_is_refused_because_art_ignores_the_target(tiny, attack_set):
+    """ART 1.20.1's CarliniLInfMethod keeps points that miss the target; the bridge refuses the mode, naming it."""
+    from art.attacks.evasion import CarliniLInfMethod
+
+    x, y = attack_set
+    x, y = x[1:5], y[1:5]
+    targets = (y + 1) % 10
+    native = CarliniLInfMethod(tiny.art(), targeted=True, learning_rate=0.1, max_iter=10, batch_size=4,
+                               verbose=False).generate(x.numpy(), y=targets.numpy())
+    with torch.no_grad():
+        pred = tiny.module(torch.from_numpy(native)).argmax(1)
+    moved = float((torch.from_numpy(native) - x).abs().amax()) > 0
+    # The upstream defect: perturbed points are kept although not one reaches its target.
+    assert moved and not bool((pred == targets).any()), "ART fixed targeted C&W Linf: lift the refusal in cw.py"
+    with pytest.raises(ValueError, match=r"targeted: backend 'art' cannot run attack 'cw' at norm 'linf' targeted"):
+        run_attack(tiny, x, y, AttackSpec("cw", "linf", targeted=targets.tolist()), "art", progress=False)
+
+
 # ------------------------------------------------------------------ targeted C&W and EAD
 @pytest.mark.parametrize("name,norm,params", [
     ("cw", "l2", {"steps": 50, "binary_search_steps": 3}),

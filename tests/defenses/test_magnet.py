@@ -295,3 +295,26 @@ def test_magnet_components_must_agree_on_bounds_and_shape(untrained):
     with pytest.raises(ValueError, match=r"input_shape \(1, 28, 28\) differs from the input shape \(1, 32, 32\)"):
         MagNet(classifier, [ReconstructionErrorDetector(ae, input_shape=(1, 32, 32))],
                Reformer(ae, input_shape=(1, 28, 28)))
+
+
+def test_magnet_evaluate_counts_already_misclassified_inputs_as_not_handled():
+    """One definition of success: an input the system gets wrong when clean is never 'handled' (hand-computed)."""
+    from advbridge.defenses.magnet import MagNetOutputs
+
+    def outputs(rejected, pred_raw, pred_reformed):
+        return MagNetOutputs(scores={}, flags={}, rejected=np.array(rejected), pred_raw=np.array(pred_raw),
+                             pred_reformed=np.array(pred_reformed))
+
+    y = np.array([0, 1, 2, 3])
+    # Input 0: right when clean, its adversarial version rejected -> handled.
+    # Input 1: wrong when clean after reforming (already misclassified), adversarial rejected -> NOT handled.
+    # Input 2: right when clean, adversarial reformed back to 2 -> handled.
+    # Input 3: right when clean, adversarial accepted and wrong -> not handled.
+    clean = outputs([False] * 4, [0, 1, 2, 3], [0, 7, 2, 3])
+    adv = outputs([True, True, False, False], [5, 5, 5, 5], [5, 5, 2, 9])
+    ev = adv.evaluate(y, clean)
+    assert ev.with_defense == 0.5 and ev.already_misclassified == 1
+    assert ev.detector_only == 0.5  # raw clean predictions are all right: inputs 0 and 1 rejected
+    assert ev.reformer_only == 0.25 and ev.no_defense == 0.0 and ev.detection_rate == 0.5
+    # Without the clean outputs, input 1 would count as handled: the old, inflated number.
+    assert adv.evaluate(y).with_defense == 0.75

@@ -12,7 +12,6 @@ from PIL import Image
 
 from advbridge.evaluations.cli import main
 from advbridge.evaluations.generators import GeneratorRecipe, load_generator
-from advbridge.evaluations.kos import as_matrices
 from advbridge.evaluations.runner import Resources, run_suite
 from advbridge.evaluations.store import ResultStore
 from advbridge.evaluations.suite import SuiteError, load_suite
@@ -122,9 +121,20 @@ def test_kos_cli_writes_matrices_that_match_the_samples(tmp_path, capsys):
         (cell,) = store.cells(status="done")
     s = cell["samples"]
     assert len(s["target"]) == 30 and all(t != y for t, y in zip(s["target"], s["label"]))
-    expected = as_matrices(s["label"], s["target"], s["pred_adv"])
+    # Independent of as_matrices: per (source, target) pair, over the sources classified correctly when clean.
+    label, target, pred_adv, pred_clean = (np.asarray(s[k]) for k in ("label", "target", "pred_adv", "pred_clean"))
+    expected = np.full((10, 10), np.nan)
+    expected_ignore = np.full((10, 10), np.nan)
+    for src in range(10):
+        for tgt in range(10):
+            rows = [i for i in range(len(label)) if label[i] == src and target[i] == tgt and pred_clean[i] == src]
+            if rows:
+                expected[src, tgt] = sum(pred_adv[i] == tgt for i in rows) / len(rows)
+                expected_ignore[src, tgt] = sum(pred_adv[i] != src for i in rows) / len(rows)
     got = np.array([[np.nan if v is None else v for v in row] for row in doc["as_target"]])
-    np.testing.assert_allclose(got, expected["as_target"], equal_nan=True)
+    np.testing.assert_allclose(got, expected, equal_nan=True)
+    np.testing.assert_allclose(np.array([[np.nan if v is None else v for v in row] for row in doc["as_ignore_target"]]),
+                               expected_ignore, equal_nan=True)
     ignore = np.array([[np.nan if v is None else v for v in row] for row in doc["as_ignore_target"]])
     assert np.all((got <= ignore) | np.isnan(got))
     assert np.asarray(doc["counts"]).sum() == 30
