@@ -76,9 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     for spec, backends in cases:
         for backend in backends:
             run_attack(model, x, y, spec, backend, progress=False)  # warm-up
-            bridge = median_time(lambda: run_attack(model, x, y, spec, backend, batch_size=len(x), progress=False),
+            bridge = median_time(lambda spec=spec, backend=backend: run_attack(model, x, y, spec, backend,
+                                                                            batch_size=len(x), progress=False),
                                  args.repeats)
-            direct = median_time(lambda: direct_call(model, spec, backend, x, y), args.repeats)
+            direct = median_time(lambda spec=spec, backend=backend: direct_call(model, spec, backend, x, y), args.repeats)
             overhead.append({"attack": spec.name, "backend": backend, "bridge_s": bridge, "direct_s": direct,
                              "ratio": bridge / direct})
             print(f"{spec.name:<8} {backend:<8} {bridge:>9.3f} {direct:>9.3f} {bridge / direct:>7.3f}")

@@ -42,6 +42,12 @@ class Flag:
         return out
 
 
+def pair_key(a: str, b: str, order: list[str]) -> tuple[str, str]:
+    """The key of the pair ``{a, b}`` in ``stronger_by_pair``: the two backends in ``order``'s order."""
+    first, second = sorted((a, b), key=order.index)
+    return first, second
+
+
 @dataclass
 class CrossvalReport:
     """Per-backend results of one spec, their per-sample agreement and the flags raised."""
@@ -64,7 +70,7 @@ class CrossvalReport:
         """The backend stronger than every other one (with two backends: the pair's winner); ``None`` otherwise."""
         names = list(self.results)
         for name in names:
-            if all(self.stronger_by_pair.get(tuple(sorted((name, other), key=names.index))) == name
+            if all(self.stronger_by_pair.get(pair_key(name, other, names)) == name
                    for other in names if other != name):
                 return name
         return None

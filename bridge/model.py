@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,6 +37,9 @@ class Normalize(nn.Module):
             raise ValueError(f"std must be positive, got {std}")
         self.register_buffer("mean", mean_t)
         self.register_buffer("std", std_t)
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
@@ -130,7 +134,7 @@ class Model:
         if self._pipeline is None:
             layers: list[nn.Module] = [_ArtPreprocessorModule(p) if _is_art_preprocessor(p) else p
                                        for p in self.preprocessing]
-            if self.mean is not None:
+            if self.mean is not None and self.std is not None:
                 layers.append(Normalize(self.mean, self.std))
             layers.append(self.module)
             self._pipeline = nn.Sequential(*layers).to(self.device).eval()
@@ -168,7 +172,7 @@ class Model:
 
             device_type = "gpu" if self.device.type == "cuda" else "cpu"
             module = nn.Sequential(self.module, nn.Softmax(dim=1)) if probabilities else self.module
-            preprocessing = (0.0, 1.0)
+            preprocessing: tuple[Any, Any] = (0.0, 1.0)
             if self.mean is not None:
                 shape = (-1, 1, 1)
                 preprocessing = (np.asarray(self.mean, np.float32).reshape(shape),

@@ -24,7 +24,7 @@ class AttackSpec:
     """
 
     name: str
-    norm: str | None = None
+    norm: str = None  # type: ignore[assignment]  # None: the attack's first norm, set in __post_init__
     targeted: str | tuple[int, ...] = "none"
     params: Mapping[str, Any] = field(default_factory=dict)
 
@@ -70,7 +70,7 @@ class AttackSpec:
         targeted = data.get("targeted", "none")
         if isinstance(targeted, list):
             targeted = tuple(targeted)
-        return cls(data["name"], data.get("norm"), targeted, data.get("params", {}))
+        return cls(data["name"], data.get("norm"), targeted, data.get("params", {}))  # type: ignore[arg-type]
 
     def __hash__(self) -> int:
         return hash(json.dumps(self.to_dict(), sort_keys=True, default=str))

@@ -26,7 +26,8 @@ def check_inputs(x, model: "Model", name: str = "x") -> torch.Tensor:
     :param model: The wrapped model whose shape and bounds ``x`` must match.
     :param name: Argument name used in error messages.
     """
-    return check_images(x, tuple(model.input_shape), tuple(model.bounds), name)
+    low, high = model.bounds
+    return check_images(x, tuple(model.input_shape), (float(low), float(high)), name)
 
 
 def check_images(x, input_shape: tuple[int, ...] | None, bounds: tuple[float, float] | None = (0.0, 1.0),

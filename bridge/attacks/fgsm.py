@@ -25,10 +25,10 @@ def _foolbox(ctx: BuildContext):
     if ctx.targeted:
         # Foolbox's FGSM rejects targeted criteria; one BIM step with rel_stepsize=1 is the same update
         # (verified bit-exact against ART, toolkits.md §2).
-        cls = fb.attacks.LinfBasicIterativeAttack if ctx.norm == "linf" else fb.attacks.L2BasicIterativeAttack
-        return cls(rel_stepsize=1.0, steps=1, random_start=p["random_start"]), p["eps"]
-    cls = fb.attacks.LinfFastGradientAttack if ctx.norm == "linf" else fb.attacks.L2FastGradientAttack
-    return cls(random_start=p["random_start"]), p["eps"]
+        bim = fb.attacks.LinfBasicIterativeAttack if ctx.norm == "linf" else fb.attacks.L2BasicIterativeAttack
+        return bim(rel_stepsize=1.0, steps=1, random_start=p["random_start"]), p["eps"]
+    fgm = fb.attacks.LinfFastGradientAttack if ctx.norm == "linf" else fb.attacks.L2FastGradientAttack
+    return fgm(random_start=p["random_start"]), p["eps"]
 
 
 FGSM = AttackDef(

@@ -26,6 +26,7 @@ from __future__ import annotations
 import abc
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,8 +54,8 @@ KOS_DEFAULTS = {"lam": 0.1, "steps": 500, "learning_rate": 0.01}
 def _module_device(module: nn.Module) -> torch.device:
     for tensor in module.parameters():
         return tensor.device
-    for tensor in module.buffers():
-        return tensor.device
+    for buffer in module.buffers():
+        return buffer.device
     return torch.device("cpu")
 
 
@@ -81,7 +82,7 @@ class KosAttack(EvasionAttack):
     def __init__(self, estimator, generative: nn.Module, lam: float = 0.1, steps: int = 500,
                  learning_rate: float = 0.01, batch_size: int = 128, check_every: int | None = None) -> None:
         super().__init__(estimator=estimator)
-        self.generative = generative
+        self.generative: Any = generative  # an nn.Module with the methods above (checked in _check_params)
         self.lam = lam
         self.steps = steps
         self.learning_rate = learning_rate

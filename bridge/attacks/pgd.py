@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from .base import AttackDef, BuildContext, KnownCause, art_norm, require_positive
 
 
@@ -30,7 +33,7 @@ def _foolbox(ctx: BuildContext):
     return cls(abs_stepsize=p["step_size"], steps=p["steps"], random_start=p["random_start"]), p["eps"]
 
 
-def _foolbox_defaults(norm: str, p: dict) -> dict:
+def _foolbox_defaults(norm: str, p: Mapping[str, Any]) -> dict[str, Any]:
     rel, steps = (1 / 30, 40) if norm == "linf" else (0.025, 50)
     return {"steps": steps, "step_size": rel * p["eps"], "random_start": True}
 
