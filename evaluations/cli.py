@@ -120,9 +120,24 @@ def cmd_models(args: argparse.Namespace) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3])
+    manifest = shipped_manifest()
+    used = {c for entry in json_models(manifest) for c in entry}
+    parts = sorted(rel for rel in manifest if rel not in used)
+    if parts:
+        print("\nshipped defense parts (autoencoders I, II, D<k>; the suites' generators and retrained classifiers):")
+        for rel in parts:
+            print(f"  {rel}")
     print("\nshipped: weights in the package (verified by sha256); other data sets, seeds or --retrain train locally, "
           "on one torch thread, and cache under " + str(cache_root()))
     return 0
+
+
+def json_models(manifest: dict[str, Any]) -> list[list[str]]:
+    """The checkpoint lists of the shipped models (``weights.json``'s ``models``)."""
+    path = WEIGHTS_DIR / "weights.json"
+    if not manifest or not path.exists():
+        return []
+    return [entry["checkpoints"] for entry in json.loads(path.read_text()).get("models", {}).values()]
 
 
 def cmd_crossval(args: argparse.Namespace) -> int:

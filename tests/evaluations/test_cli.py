@@ -33,7 +33,8 @@ def test_crossval_writes_contract_json(tmp_path):
     proc = run("crossval", "--model", "mnist_tiny_cnn", "--attack", "fgsm", "--norm", "linf", "--n", "10",
                "--param", "eps=0.2", "--backends", "art,foolbox", "--out", str(out), "--threads", "1")
     doc = json.loads((out / "crossval.json").read_text())
-    assert list(doc) == ["attack", "norm", "params", "n", "backends", "agreement", "flags"]
+    assert list(doc) == ["attack", "norm", "params", "n", "backends", "agreement", "flags", "already_misclassified",
+                         "stronger", "stronger_by_pair"]
     assert doc["n"] == 10 and doc["params"]["eps"] == 0.2 and doc["agreement"] == 1.0
     assert "agreement 100.0%" in proc.stdout and (out / "crossval.md").exists()
 
