@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.advbridge-installed
 
-.PHONY: demo test test-slow bench weights install clean
+.PHONY: demo test test-slow lint bench weights install clean
 
 install: $(STAMP)
 
@@ -17,8 +17,18 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/advbridge demo $(DEMO_ARGS)
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" $(PYTEST_ARGS)
+
+# ruff, the import-linter contracts (.importlinter) and mypy (mypy.ini; advbridge.bridge so far). mypy reads the
+# package through a tree of links, because the package-dir mapping (bridge/ -> advbridge.bridge) is not a folder.
+TYPECHECK := build/typecheck
+lint: $(STAMP)
+	$(VENV)/bin/ruff check bridge defenses evaluations tests bench
+	$(VENV)/bin/lint-imports
+	mkdir -p $(TYPECHECK)/advbridge
+	for p in bridge defenses evaluations; do ln -sfn $(CURDIR)/$$p $(TYPECHECK)/advbridge/$$p; done
+	cd $(TYPECHECK) && $(abspath $(VENV))/bin/mypy --config-file $(CURDIR)/mypy.ini -p advbridge.bridge
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
@@ -37,4 +47,4 @@ bench: $(STAMP)
 	$(PY) bench/bench_ray.py
 
 clean:
-	rm -rf $(VENV) advbridge-demo bench/results.json bench/ray_results.json bench/defense_results.json bench/invert_results.json bench/hardness_results.json bench/meanfield_results.json
+	rm -rf $(VENV) build .mypy_cache .ruff_cache advbridge-demo bench/results.json bench/ray_results.json bench/defense_results.json bench/invert_results.json bench/hardness_results.json bench/meanfield_results.json
