@@ -386,7 +386,10 @@ class AdversarialTraining(_TorchTrainer):
         x_var = x0.clone().requires_grad_(True)
         with torch.enable_grad():
             logits = self.forward_module()(x_var)
-            target = logits.detach().argmin(1) if spec.name == "step_ll" else y
+            if spec.name == "step_ll":  # the least-likely class other than the label, as the bridge resolves it
+                target = logits.detach().scatter(1, y.view(-1, 1), float("inf")).argmin(1)
+            else:
+                target = y
             grad, = torch.autograd.grad(F.cross_entropy(logits, target), x_var)
         grad = torch.where(torch.isnan(grad), torch.zeros_like(grad), grad)  # ART replaces NaN gradients by 0
         if spec.name == "step_ll" and self.backend == "native":

@@ -117,8 +117,13 @@ def validate_variant(name: Any) -> str | None:
 
 def variant_blob(entry: ZooEntry, variant: TrainingVariant, dataset: str, seed: int) -> dict[str, Any]:
     """Everything that decides a variant's trained weights (its checkpoint key, library versions aside)."""
-    return {"variant_recipe": VARIANT_RECIPE_VERSION, "zoo_recipe": RECIPE_VERSION, "base": entry.name,
-            "arch": architecture(entry), "train": asdict(entry.train), "variant": asdict(variant), "dataset": dataset, "seed": seed}
+    blob = {"variant_recipe": VARIANT_RECIPE_VERSION, "zoo_recipe": RECIPE_VERSION, "base": entry.name,
+            "arch": architecture(entry), "train": asdict(entry.train), "variant": asdict(variant), "dataset": dataset,
+            "seed": seed}
+    if variant.attack is not None and variant.attack.get("name") == "step_ll":
+        # Issue #13: the step-l.l. target is the least-likely class other than the label (it was the plain argmin).
+        blob["ll_target"] = "other_than_label"
+    return blob
 
 
 def variant_hash(entry: ZooEntry, variant: TrainingVariant, dataset: str, seed: int) -> str:
