@@ -7,19 +7,26 @@ float64 input is accepted and cast to float32; everything else that is off raise
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
-
-if TYPE_CHECKING:
-    from .model import Model
 
 #: Tolerance, in input units, for values a hair outside the bounds (float round-off).
 BOUNDS_TOLERANCE = 1e-5
 
 
-def check_inputs(x, model: "Model", name: str = "x") -> torch.Tensor:
+class HasInputSpec(Protocol):
+    """What ``check_inputs`` reads of a model (``bridge.Model`` has it); keeps this module below ``model``."""
+
+    @property
+    def input_shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def bounds(self) -> tuple[float, float]: ...
+
+
+def check_inputs(x, model: HasInputSpec, name: str = "x") -> torch.Tensor:
     """Return ``x`` as a float32 CPU tensor of shape ``(N, *model.input_shape)``, or raise.
 
     :param x: numpy array or torch tensor, NCHW, within ``model.bounds``.
