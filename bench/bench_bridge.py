@@ -18,8 +18,8 @@ import torch
 
 from advbridge.bridge import AttackSpec, crossval, run_attack
 from advbridge.bridge.attacks import BuildContext
-from advbridge.evaluations.data import load_dataset
-from advbridge.evaluations.zoo import load_model
+from advbridge.evaluations.data.datasets import load_dataset
+from advbridge.evaluations.zoo.classifiers import load_model
 
 
 def direct_call(model, spec: AttackSpec, backend: str, x: torch.Tensor, y: torch.Tensor) -> None:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from advbridge.evaluations.data import load_dataset
-from advbridge.evaluations.defended import DefenseBuilder
-from advbridge.evaluations.zoo import load_model
+from advbridge.evaluations.data.datasets import load_dataset
+from advbridge.evaluations.systems.defended import DefenseBuilder
+from advbridge.evaluations.zoo.classifiers import load_model
 
 SYSTEMS = [
     {"name": "magnet", "reformer": "I",

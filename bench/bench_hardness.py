@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 
 from advbridge.bridge.attacks.jsma import PapernotJSMA
-from advbridge.evaluations.data import load_dataset
-from advbridge.evaluations.hardness import DEFAULT_LEVELS, all_target_pairs, hardness_matrix
-from advbridge.evaluations.zoo import load_model
+from advbridge.evaluations.data.datasets import load_dataset
+from advbridge.evaluations.analysis.hardness import DEFAULT_LEVELS, all_target_pairs, hardness_matrix
+from advbridge.evaluations.zoo.classifiers import load_model
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from advbridge.evaluations.data import load_dataset
-from advbridge.evaluations.meanfield import estimate_meanfield, gamma
-from advbridge.evaluations.zoo import load_model
+from advbridge.evaluations.data.datasets import load_dataset
+from advbridge.evaluations.analysis.meanfield import estimate_meanfield, gamma
+from advbridge.evaluations.zoo.classifiers import load_model
 
 TARGET = 4.0
 METHODS = ("auto", "linearized", "double_vjp", "jvp", "jacobian")

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from advbridge.evaluations.ray_executor import init_ray
-from advbridge.evaluations.runner import run_suite
-from advbridge.evaluations.suite import load_suite
-from advbridge.evaluations.zoo import load_model
+from advbridge.evaluations.execution.ray_executor import init_ray
+from advbridge.evaluations.execution.runner import run_suite
+from advbridge.evaluations.suites.suite import load_suite
+from advbridge.evaluations.zoo.classifiers import load_model
 
 SUITE = """\
 [suite]

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from advbridge.bridge import Model
-from advbridge.evaluations.data import load_dataset
-from advbridge.evaluations.zoo import load_model
+from advbridge.evaluations.data.datasets import load_dataset
+from advbridge.evaluations.zoo.classifiers import load_model
 
 torch.set_num_threads(1)
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from ..registry import Registry
+
 BACKENDS = ("art", "foolbox", "native")
 NORMS = ("linf", "l2", "l1", "l0")
 TARGET_MODES = ("none", "least_likely", "random")
@@ -224,3 +226,7 @@ def require_choice(attack: str, params: Mapping[str, Any], key: str, choices: tu
 def art_norm(norm: str) -> float | int:
     """ART's spelling of a canonical norm."""
     return {"linf": np.inf, "l2": 2, "l1": 1}[norm]
+
+
+ATTACKS: Registry[AttackDef] = Registry("attack", "advbridge.bridge.attacks")
+"""Every attack, one module each in this package, in the order ``advbridge attacks`` lists them (their ``rank``)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import AttackDef, BuildContext, KnownCause, require_positive
+from .base import ATTACKS, AttackDef, BuildContext, KnownCause, require_positive
 
 #: Shared default step, relative to eps (Foolbox's default `rel_stepsize`).
 REL_STEP = 0.2
@@ -35,7 +35,7 @@ def _foolbox(ctx: BuildContext):
     return cls(abs_stepsize=p["step_size"], steps=p["steps"], random_start=False), p["eps"]
 
 
-BIM = AttackDef(
+BIM = ATTACKS.add(AttackDef(
     name="bim",
     summary="Basic iterative method: `steps` gradient steps of `step_size` projected onto the eps-ball",
     norms={"linf": ("art", "foolbox"), "l2": ("art", "foolbox")},
@@ -55,4 +55,4 @@ BIM = AttackDef(
         "rescales the perturbation onto the eps-ball; Foolbox's L2BasicIterativeAttack steps, projects and then "
         "clips, so ART's L2 norm equals eps while Foolbox's ends inside the ball (max |dx| 0.024 at eps = 1, "
         "10 steps of 0.2)", norms=frozenset({"l2"})),),
-)
+), rank=20)

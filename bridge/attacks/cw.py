@@ -8,7 +8,7 @@ at most C features and its result has the L0 of the C&W L2 attack (`_ART_CW_L0_R
 
 from __future__ import annotations
 
-from .base import AttackDef, BuildContext, KnownCause, require_positive
+from .base import ATTACKS, AttackDef, BuildContext, KnownCause, require_positive
 
 _ART_CW_BUGS = KnownCause(
     frozenset({"success_gap", "norm_gap"}),
@@ -73,7 +73,7 @@ def _foolbox(ctx: BuildContext):
                                             initial_const=p["initial_const"], abort_early=p["abort_early"]), None
 
 
-CW = AttackDef(
+CW = ATTACKS.add(AttackDef(
     name="cw",
     summary="Carlini-Wagner: minimise ||δ|| + c·hinge(margin), binary search on c (L2 both, L∞ and L0 ART only)",
     norms={"l2": ("art", "foolbox"), "linf": ("art",), "l0": ("art",)},
@@ -113,4 +113,4 @@ CW = AttackDef(
                    ("https://github.com/Trusted-AI/adversarial-robustness-toolbox/issues/1374",),
                    norms=frozenset({"linf"})),
     ),
-)
+), rank=40)

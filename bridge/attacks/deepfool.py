@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import AttackDef, BuildContext, KnownCause, require_positive
+from .base import ATTACKS, AttackDef, BuildContext, KnownCause, require_positive
 
 
 def _derive(norm: str, p: dict) -> None:
@@ -27,7 +27,7 @@ def _foolbox(ctx: BuildContext):
     return cls(steps=p["steps"], candidates=p["candidates"], overshoot=p["overshoot"], loss="logits"), None
 
 
-DEEPFOOL = AttackDef(
+DEEPFOOL = ATTACKS.add(AttackDef(
     name="deepfool",
     summary="DeepFool: step to the linearised nearest boundary among the top `candidates` classes",
     norms={"l2": ("art", "foolbox"), "linf": ("foolbox",)},
@@ -47,4 +47,4 @@ DEEPFOOL = AttackDef(
                     "https://github.com/cleverhans-lab/cleverhans/issues/1008",
                     "https://github.com/Trusted-AI/adversarial-robustness-toolbox/pull/476")),
     ),
-)
+), rank=60)

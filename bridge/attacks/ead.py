@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import AttackDef, BuildContext, KnownCause, require_choice, require_positive
+from .base import ATTACKS, AttackDef, BuildContext, KnownCause, require_choice, require_positive
 
 DECISION_RULES = ("en", "l1", "l2")
 
@@ -42,7 +42,7 @@ def _foolbox(ctx: BuildContext):
                                 decision_rule=p["decision_rule"].upper(), abort_early=p["abort_early"]), None
 
 
-EAD = AttackDef(
+EAD = ATTACKS.add(AttackDef(
     name="ead",
     summary="Elastic-net attack (L1-oriented C&W); decision_rule 'en' or 'l1', beta weights the L1 term",
     norms={"l1": ("art", "foolbox")},
@@ -67,4 +67,4 @@ EAD = AttackDef(
                    ("https://github.com/bethgelab/foolbox/pull/559",
                     "https://github.com/bethgelab/foolbox/issues/579")),
     ),
-)
+), rank=50)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import AttackDef, BuildContext, art_norm, require_positive
+from .base import ATTACKS, AttackDef, BuildContext, art_norm, require_positive
 
 
 def _derive(norm: str, p: dict) -> None:
@@ -31,7 +31,7 @@ def _foolbox(ctx: BuildContext):
     return fgm(random_start=p["random_start"]), p["eps"]
 
 
-FGSM = AttackDef(
+FGSM = ATTACKS.add(AttackDef(
     name="fgsm",
     summary="Fast gradient sign (L∞) / fast gradient (L2) method, one step of size eps",
     norms={"linf": ("art", "foolbox"), "l2": ("art", "foolbox")},
@@ -42,4 +42,4 @@ FGSM = AttackDef(
     derive=_derive,
     build={"art": _art, "foolbox": _foolbox},
     toolkit_defaults={"art": {"eps": 0.3, "random_start": False}, "foolbox": {"random_start": False}},
-)
+), rank=10)

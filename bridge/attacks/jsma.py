@@ -17,7 +17,7 @@ from art.estimators.estimator import BaseEstimator
 from torch import nn
 from tqdm.auto import tqdm
 
-from .base import AttackDef, BuildContext, KnownCause, require_choice
+from .base import ATTACKS, AttackDef, BuildContext, KnownCause, require_choice
 
 SALIENCY_ON = ("probs", "logits")
 
@@ -284,7 +284,7 @@ def _art(ctx: BuildContext):
                              batch_size=ctx.batch_size, verbose=False)
 
 
-JSMA = AttackDef(
+JSMA = ATTACKS.add(AttackDef(
     name="jsma",
     summary="Jacobian saliency map attack (targeted, L0): Papernot's pair saliency (native); ART's uses the "
             "target-class gradient only",
@@ -304,4 +304,4 @@ JSMA = AttackDef(
                    "pair saliency (∂F_t/∂x against Σ_{j≠t} ∂F_j/∂x)",
                    ("https://github.com/Trusted-AI/adversarial-robustness-toolbox/issues/2306",)),
     ),
-)
+), rank=80)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+from .base import ATTACKS
 from .kos_base import KosAttack, kos_attack_def
 
 
@@ -21,7 +22,7 @@ class KosClassifierAttack(KosAttack):
         return F.cross_entropy(logits, target_labels.long(), reduction="none")
 
 
-KOS_CLASSIFIER = kos_attack_def(
+KOS_CLASSIFIER = ATTACKS.add(kos_attack_def(
     "kos_classifier",
     "Kos et al. classifier attack on a VAE: CE of the latent classifier on μ(x*) + λ‖x − x*‖₂, Adam (native)",
-    KosClassifierAttack)
+    KosClassifierAttack), rank=110)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from .base import ATTACKS
 from .kos_base import KosAttack, kos_attack_def
 
 
@@ -25,7 +26,7 @@ class KosLatentAttack(KosAttack):
         return (z_t - self.generative.encode_mean(x_adv)).flatten(1).pow(2).sum(1)
 
 
-KOS_LATENT = kos_attack_def(
+KOS_LATENT = ATTACKS.add(kos_attack_def(
     "kos_latent",
     "Kos et al. latent attack on a VAE: ‖z_t − μ(x*)‖² + λ‖x − x*‖₂ toward a target exemplar, Adam (native)",
-    KosLatentAttack)
+    KosLatentAttack), rank=120)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from .base import ATTACKS
 from .kos_base import GENERATIVE_METHODS, KosAttack, kos_attack_def
 
 
@@ -25,7 +26,7 @@ class KosVAEAttack(KosAttack):
         return g.neg_elbo(x_adv, x_t.reshape(x_adv.shape)).reshape(len(x_adv))
 
 
-KOS_VAE = kos_attack_def(
+KOS_VAE = ATTACKS.add(kos_attack_def(
     "kos_vae",
     "Kos et al. VAE attack: negative ELBO of the target exemplar under q(z|x*) + λ‖x − x*‖₂, Adam (native)",
-    KosVAEAttack)
+    KosVAEAttack), rank=130)

@@ -22,7 +22,7 @@ from art.estimators.estimator import BaseEstimator, LossGradientsMixin
 from art.utils import to_categorical
 from scipy.optimize import Bounds, minimize
 
-from .base import AttackDef, BuildContext, require_positive
+from .base import ATTACKS, AttackDef, BuildContext, require_positive
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def _native(ctx: BuildContext):
                  max_iter=p["steps"], targeted=ctx.targeted, batch_size=ctx.batch_size)
 
 
-LBFGS_ATTACK = AttackDef(
+LBFGS_ATTACK = ATTACKS.add(AttackDef(
     name="lbfgs",
     summary="Szegedy's box-constrained L-BFGS: minimal L2 via scipy L-BFGS-B and a bisection on c (native)",
     norms={"l2": ("native",)},
@@ -154,4 +154,4 @@ LBFGS_ATTACK = AttackDef(
     minimization=True,
     derive=_derive,
     build={"native": _native},
-)
+), rank=100)

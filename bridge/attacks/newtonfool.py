@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import AttackDef, BuildContext, KnownCause, require_positive
+from .base import ATTACKS, AttackDef, BuildContext, KnownCause, require_positive
 
 
 def _derive(norm: str, p: dict) -> None:
@@ -25,7 +25,7 @@ def _foolbox(ctx: BuildContext):
     return fb.attacks.NewtonFoolAttack(steps=p["steps"], stepsize=p["step_size"]), None
 
 
-NEWTONFOOL = AttackDef(
+NEWTONFOOL = ATTACKS.add(AttackDef(
     name="newtonfool",
     summary="NewtonFool: Newton steps on the true-class probability (ART gets a softmax head)",
     norms={"l2": ("art", "foolbox")},
@@ -40,4 +40,4 @@ NEWTONFOOL = AttackDef(
                    "first step saturates the softmax, ||g||⁴ underflows to 0 in float32 and the update is "
                    "0/0 = NaN (found here, no upstream issue)"),
     ),
-)
+), rank=70)

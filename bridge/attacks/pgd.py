@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .base import AttackDef, BuildContext, KnownCause, art_norm, require_positive
+from .base import ATTACKS, AttackDef, BuildContext, KnownCause, art_norm, require_positive
 
 
 def _derive(norm: str, p: dict) -> None:
@@ -38,7 +38,7 @@ def _foolbox_defaults(norm: str, p: Mapping[str, Any]) -> dict[str, Any]:
     return {"steps": steps, "step_size": rel * p["eps"], "random_start": True}
 
 
-PGD = AttackDef(
+PGD = ATTACKS.add(AttackDef(
     name="pgd",
     summary="Projected gradient descent: `steps` steps of `step_size` (default 2.5·eps/steps) in the eps-ball",
     norms={"linf": ("art", "foolbox"), "l2": ("art", "foolbox")},
@@ -59,4 +59,4 @@ PGD = AttackDef(
         KnownCause(frozenset({"outputs_differ", "success_gap"}),
                    "random_start=True draws the start from each toolkit's own RNG, so outputs differ by design"),
     ),
-)
+), rank=30)

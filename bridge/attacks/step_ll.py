@@ -12,7 +12,7 @@ from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator, LossGradientsMixin
 from art.utils import to_categorical
 
-from .base import AttackDef, BuildContext, require_positive
+from .base import ATTACKS, AttackDef, BuildContext, require_positive
 from .fgsm import FGSM
 
 
@@ -78,7 +78,7 @@ def _as_fgsm(builder):
     return build
 
 
-STEP_LL = AttackDef(
+STEP_LL = ATTACKS.add(AttackDef(
     name="step_ll",
     summary="FGSM toward the least-likely class (native; also a targeted FGSM on ART and Foolbox)",
     norms={"linf": ("native", "art", "foolbox")},
@@ -88,4 +88,4 @@ STEP_LL = AttackDef(
     same_algorithm=True,
     derive=_derive,
     build={"native": _native, "art": _as_fgsm(FGSM.build["art"]), "foolbox": _as_fgsm(FGSM.build["foolbox"])},
-)
+), rank=90)

@@ -121,7 +121,7 @@ def test_kmeans_and_validation(mnist5k):
 
 
 def test_gpdnn_zoo_names():
-    from advbridge.evaluations.gpdnn_zoo import GPDNN_MODELS, load_gpdnn
+    from advbridge.evaluations.zoo.gpdnn import GPDNN_MODELS, load_gpdnn
 
     assert "mnist_gpdnn" in GPDNN_MODELS
     with pytest.raises(ValueError, match="unknown GPDNN model 'nope'"):
@@ -129,8 +129,8 @@ def test_gpdnn_zoo_names():
     with pytest.raises(ValueError, match=r"defined for datasets \['mnist5k', 'mnist'\], got 'cifar10'"):
         load_gpdnn("mnist_gpdnn", "cifar10")
     # Suites and the zoo resolve it by name (the dataset check proves the dispatch without training it).
-    from advbridge.evaluations.suite import model_error
-    from advbridge.evaluations.zoo import resolve_model
+    from advbridge.evaluations.zoo.resolve import model_error
+    from advbridge.evaluations.zoo.resolve import resolve_model
 
     assert model_error("mnist_gpdnn") is None
     with pytest.raises(ValueError, match=r"GPDNN model 'mnist_gpdnn' is defined for datasets"):

@@ -13,7 +13,7 @@ from advbridge.bridge import Model
 from advbridge.bridge.run import run_attack
 from advbridge.bridge.spec import AttackSpec
 from advbridge.defenses.trainers import AdversarialTraining, EntropyRegularized, predictive_entropy
-from advbridge.evaluations.zoo import mnist_tiny_cnn
+from advbridge.evaluations.zoo.classifiers import mnist_tiny_cnn
 
 FGSM = AttackSpec("fgsm", "linf", params={"eps": 0.25})
 STEP_LL = AttackSpec("step_ll", params={"eps": 0.1})

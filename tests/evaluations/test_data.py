@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from advbridge.evaluations.data import load_dataset
+from advbridge.evaluations.data.datasets import load_dataset
 
 
 def test_mnist5k_split(mnist5k):

@@ -10,11 +10,11 @@ import torch
 
 from advbridge.bridge import AttackSpec, run_attack
 from advbridge.defenses.magnet import MagNet, RandomizedMagNet, ReconstructionErrorDetector, graybox_random_row
-from advbridge.evaluations.cli import main
-from advbridge.evaluations.defended import DefenseBuilder
-from advbridge.evaluations.runner import Resources, run_suite
-from advbridge.evaluations.store import ResultStore
-from advbridge.evaluations.suite import SuiteError, load_suite
+from advbridge.evaluations.cli.app import main
+from advbridge.evaluations.systems.defended import DefenseBuilder
+from advbridge.evaluations.execution.runner import Resources, run_suite
+from advbridge.evaluations.core.store import ResultStore
+from advbridge.evaluations.suites.suite import SuiteError, load_suite
 
 DEFENDED = """\
 [suite]

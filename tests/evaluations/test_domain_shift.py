@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from advbridge.evaluations.domain_shift import (DataNotSupplied, evaluate_domain_shift, load_test_set,
+from advbridge.evaluations.estimators.domain_shift import (DataNotSupplied, evaluate_domain_shift, load_test_set,
                                                 validate_domain_shift)
-from advbridge.evaluations.zoo import load_model
+from advbridge.evaluations.zoo.classifiers import load_model
 
 SUITE = """\
 [suite]
@@ -30,9 +30,9 @@ def _write_anomnist(folder, mnist5k, n: int = 60):
 
 
 def test_skipped_without_data_then_run_when_supplied(tmp_path, tiny, mnist5k):
-    from advbridge.evaluations.runner import run_suite
-    from advbridge.evaluations.store import ResultStore
-    from advbridge.evaluations.suite import load_suite
+    from advbridge.evaluations.execution.runner import run_suite
+    from advbridge.evaluations.core.store import ResultStore
+    from advbridge.evaluations.suites.suite import load_suite
 
     suite = load_suite("shift_small", text=SUITE)
     out = tmp_path / "out"
@@ -69,7 +69,7 @@ def test_skipped_without_data_then_run_when_supplied(tmp_path, tiny, mnist5k):
 
 
 def test_test_sets_are_framed_like_mnist(tmp_path, tiny, mnist5k):
-    from advbridge.evaluations.domain_shift import _to_mnist_frame
+    from advbridge.evaluations.estimators.domain_shift import _to_mnist_frame
 
     svhn_like = torch.rand(3, 3, 32, 32)
     assert _to_mnist_frame(svhn_like).shape == (3, 1, 28, 28)

@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from advbridge.evaluations.cli import main
+from advbridge.evaluations.cli.app import main
 
 
 def test_hardness_cli_writes_hardness_json(tmp_path, capsys, tiny, mnist5k):
     import torch
 
     from advbridge.bridge.attacks.jsma import PapernotJSMA
-    from advbridge.evaluations.hardness import all_target_pairs
+    from advbridge.evaluations.analysis.hardness import all_target_pairs
 
     out = tmp_path / "h"
     assert main(["hardness", "--model", "mnist_tiny_cnn", "--n", "6", "--levels", "0.02,0.05,0.1", "--out", str(out),
@@ -58,8 +58,8 @@ def test_transfer_cli_matches_the_library(tmp_path, capsys, tiny, mnist5k):
     import torch
 
     from advbridge.bridge import AttackSpec
-    from advbridge.evaluations.transfer import transfer_matrix
-    from advbridge.evaluations.zoo import load_model
+    from advbridge.evaluations.estimators.transfer import transfer_matrix
+    from advbridge.evaluations.zoo.classifiers import load_model
 
     out = tmp_path / "t"
     assert main(["transfer", "--models", "mnist_tiny_cnn,mnist_fc10_wd1e-2", "--attack", "deepfool", "--norm", "l2",

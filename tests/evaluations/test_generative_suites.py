@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from advbridge.evaluations.cli import main
-from advbridge.evaluations.generators import GeneratorRecipe, load_generator
-from advbridge.evaluations.runner import Resources, run_suite
-from advbridge.evaluations.store import ResultStore
-from advbridge.evaluations.suite import SuiteError, load_suite
+from advbridge.evaluations.cli.app import main
+from advbridge.evaluations.zoo.generative import GeneratorRecipe, load_generator
+from advbridge.evaluations.execution.runner import Resources, run_suite
+from advbridge.evaluations.core.store import ResultStore
+from advbridge.evaluations.suites.suite import SuiteError, load_suite
 
 INVERT = """\
 [suite]

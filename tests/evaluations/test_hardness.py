@@ -12,7 +12,7 @@ import torch
 
 from advbridge.bridge import AttackSpec, crossval, run_attack
 from advbridge.bridge.attacks.jsma import PapernotJSMA
-from advbridge.evaluations.hardness import adversarial_distance, all_target_pairs, hardness_matrix, trapezoid_hardness
+from advbridge.evaluations.analysis.hardness import adversarial_distance, all_target_pairs, hardness_matrix, trapezoid_hardness
 
 LEVELS = (0.02, 0.05, 0.1)
 
@@ -333,9 +333,9 @@ params = { levels = [0.02, 0.05, 0.1] }
 
 
 def test_estimator_cells_are_stored_reported_and_resumed(tmp_path, tiny, mnist5k):
-    from advbridge.evaluations.runner import Resources, run_suite
-    from advbridge.evaluations.store import ResultStore
-    from advbridge.evaluations.suite import SuiteError, load_suite
+    from advbridge.evaluations.execution.runner import Resources, run_suite
+    from advbridge.evaluations.core.store import ResultStore
+    from advbridge.evaluations.suites.suite import SuiteError, load_suite
 
     suite = load_suite("hardness_small", text=SUITE)
     first = run_suite(suite, tmp_path, progress=False, device="cpu")
@@ -362,7 +362,7 @@ def test_estimator_cells_are_stored_reported_and_resumed(tmp_path, tiny, mnist5k
 ])
 def test_bad_estimator_params_fail_when_the_suite_loads(params, message):
     """Before: accepted by the suite and failed only when the cell ran (or, for NaN θ, ran)."""
-    from advbridge.evaluations.suite import SuiteError, load_suite
+    from advbridge.evaluations.suites.suite import SuiteError, load_suite
 
     with pytest.raises(SuiteError, match=r":\d+: estimator 'hardness': " + message + "$"):
         load_suite("bad.toml", text=SUITE.replace("params = { levels", f"params = {{ {params}, levels"))
@@ -374,7 +374,7 @@ def test_bad_estimator_params_fail_when_the_suite_loads(params, message):
     ("quantile = 1.5", r"quantile must lie in \(0, 1\], got 1.5"),
 ])
 def test_bad_meanfield_params_fail_when_the_suite_loads(params, message):
-    from advbridge.evaluations.suite import SuiteError, load_suite
+    from advbridge.evaluations.suites.suite import SuiteError, load_suite
 
     text = SUITE.replace('name = "hardness"\nparams = { levels = [0.02, 0.05, 0.1] }',
                          f'name = "meanfield"\nparams = {{ {params} }}')

@@ -14,8 +14,8 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from advbridge.bridge.model import Normalize
-from advbridge.evaluations import meanfield as mf
-from advbridge.evaluations.power_law import PowerLawFit, fit_power_law
+from advbridge.evaluations.analysis import meanfield as mf
+from advbridge.evaluations.analysis.power_law import PowerLawFit, fit_power_law
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def test_linearized_covers_its_layers_and_steps_aside_otherwise(caplog):
         assert torch.allclose(g, ref, rtol=1e-9, atol=1e-9 * ref.abs().max())
     assert net.training and net[1][1].training
     other = nn.Sequential(nn.Flatten(), nn.ELU(), nn.Linear(784, 10)).double()
-    with caplog.at_level("INFO", logger="advbridge.evaluations.meanfield"):
+    with caplog.at_level("INFO", logger="advbridge.evaluations.analysis.meanfield"):
         _, g, used = mf._gamma(other, x, y)
     assert used == "double_vjp" and "not a plain nn.Sequential" in caplog.text
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
@@ -174,7 +174,7 @@ def test_auto_falls_back_to_forward_mode(caplog):
     # double backward through a once-differentiable backward silently loses that path: the check catches it
     with pytest.raises(RuntimeError, match="fails the check"):
         mf.gamma(once, x, y, method="double_vjp")
-    with caplog.at_level("WARNING", logger="advbridge.evaluations.meanfield"):
+    with caplog.at_level("WARNING", logger="advbridge.evaluations.analysis.meanfield"):
         _, g, used = mf._gamma(once, x, y, method="auto", batch_size=3)
     assert used == "jvp" and "falling back to 'jvp'" in caplog.text
     _, g_jvp = mf.gamma(_Net(), x, y, method="jvp")

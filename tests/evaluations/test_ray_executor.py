@@ -10,9 +10,9 @@ except ImportError as err:  # the missing-extra errors themselves: test_without_
     raise ImportError("tests/evaluations/test_ray_executor.py needs Ray: pip install -e '.[dev,ray]' (make test "
                       "installs it)") from err
 
-from advbridge.evaluations.runner import run_suite
-from advbridge.evaluations.store import ResultStore
-from advbridge.evaluations.suite import load_suite
+from advbridge.evaluations.execution.runner import run_suite
+from advbridge.evaluations.core.store import ResultStore
+from advbridge.evaluations.suites.suite import load_suite
 
 SMALL = """\
 [suite]

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from advbridge.evaluations.runner import run_suite
-from advbridge.evaluations.store import ResultStore
-from advbridge.evaluations.suite import load_suite
-from advbridge.evaluations.zoo import WEIGHTS_DIR
+from advbridge.evaluations.execution.runner import run_suite
+from advbridge.evaluations.core.store import ResultStore
+from advbridge.evaluations.suites.suite import load_suite
+from advbridge.evaluations.core.cache import WEIGHTS_DIR
 
 REFERENCE = Path(__file__).with_name("data") / "goodfellow_fgsm_quick.json"
 SUITE = WEIGHTS_DIR.parent / "suites" / "goodfellow_fgsm.toml"

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from advbridge.evaluations.report import write_reports
-from advbridge.evaluations.runner import run_suite
-from advbridge.evaluations.store import ResultStore
-from advbridge.evaluations.suite import load_suite
+from advbridge.evaluations.reports.render import write_reports
+from advbridge.evaluations.execution.runner import run_suite
+from advbridge.evaluations.core.store import ResultStore
+from advbridge.evaluations.suites.suite import load_suite
 
 EXE = Path(sys.executable).with_name("advbridge")
 

@@ -2,8 +2,8 @@
 
 import json
 
-from advbridge.evaluations.runner import run_suite
-from advbridge.evaluations.suite import load_suite
+from advbridge.evaluations.execution.runner import run_suite
+from advbridge.evaluations.suites.suite import load_suite
 
 SUITE = """\
 [suite]

@@ -8,11 +8,11 @@ import pytest
 import torch
 from advbridge.bridge import AttackSpec, Model
 from advbridge.defenses.magnet import MagNetOutputs
-from advbridge.evaluations.defended import defense_metrics
-from advbridge.evaluations.kos import as_matrices
-from advbridge.evaluations.kos_report import cell_matrices, kos_markdown
-from advbridge.evaluations.runner import CellInputs, compute_cell, run_suite
-from advbridge.evaluations.suite import METRICS, Cell, load_suite
+from advbridge.evaluations.systems.defended import defense_metrics
+from advbridge.evaluations.analysis.kos import as_matrices
+from advbridge.evaluations.reports.kos import cell_matrices, kos_markdown
+from advbridge.evaluations.execution.runner import CellInputs, compute_cell, run_suite
+from advbridge.evaluations.suites.suite import METRICS, Cell, load_suite
 from torch import nn
 
 W = np.array([[10.0, 0.0], [0.0, 1.0], [0.0, 2.0]])

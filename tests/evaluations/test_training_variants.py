@@ -5,7 +5,9 @@ import re
 import pytest
 import torch
 
-from advbridge.evaluations import training, zoo
+from advbridge.evaluations.zoo import classifiers as zoo
+from advbridge.evaluations.zoo import resolve
+from advbridge.evaluations.zoo import variants as training
 
 
 def test_variant_trains_caches_and_resolves(tmp_path, monkeypatch, mnist5k, tiny):
@@ -32,7 +34,7 @@ def test_variant_trains_caches_and_resolves(tmp_path, monkeypatch, mnist5k, tiny
     x = mnist5k.x_test[:50]
     assert torch.equal(model.logits(x), again.logits(x))
 
-    resolved, info3 = zoo.resolve_model(name, "mnist5k", 0, "cpu", data=mnist5k)
+    resolved, info3 = resolve.resolve_model(name, "mnist5k", 0, "cpu", data=mnist5k)
     assert info3["cache"] == str(path) and not info3["freshly_trained"]
     assert torch.equal(resolved.logits(x), model.logits(x))
     assert path.stat().st_mtime_ns == mtime
@@ -57,11 +59,11 @@ def test_variant_names_and_errors():
     with pytest.raises(ValueError, match=re.escape(message)):
         training.load_variant("mnist_tiny_cnn+mixup")
     with pytest.raises(ValueError, match=re.escape(message)):
-        zoo.resolve_model("mnist_tiny_cnn+mixup", "mnist5k", 0, "cpu")
+        resolve.resolve_model("mnist_tiny_cnn+mixup", "mnist5k", 0, "cpu")
     base_message = f"unknown base model 'resnet' in 'resnet+entropy'; zoo models: {sorted(zoo.ZOO)}"
     assert training.validate_variant("resnet+entropy") == base_message
     with pytest.raises(ValueError, match=re.escape(base_message)):
-        zoo.resolve_model("resnet+entropy", "mnist5k", 0, "cpu")
+        resolve.resolve_model("resnet+entropy", "mnist5k", 0, "cpu")
     assert "not a training variant" in training.validate_variant("mnist_cnn")
     with pytest.raises(ValueError, match=re.escape("zoo model 'mnist_tiny_cnn' is defined for datasets")):
         training.load_variant("mnist_tiny_cnn+entropy", "cifar10")

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from advbridge.bridge import AttackSpec
-from advbridge.evaluations.transfer import (TransferResult, distortion, plot_transfer, transfer_matrix,
+from advbridge.evaluations.estimators.transfer import (TransferResult, distortion, plot_transfer, transfer_matrix,
                                             validate_transfer)
-from advbridge.evaluations.zoo import load_model
+from advbridge.evaluations.zoo.classifiers import load_model
 
 
 @pytest.fixture(scope="module")
@@ -120,8 +120,8 @@ def test_validation_errors(two_models, inputs):
 
 
 def test_estimator_and_report(tiny, mnist5k, inputs, tmp_path):
-    from advbridge.evaluations.estimators import ESTIMATORS
-    from advbridge.evaluations.transfer_report import transfer_markdown, transfer_plots
+    from advbridge.evaluations.estimators.base import ESTIMATORS
+    from advbridge.evaluations.reports.transfer import transfer_markdown, transfer_plots
 
     x, y = inputs
     params = {"models": ["mnist_tiny_cnn", "mnist_fc10_wd1e-2"], "attack": "deepfool", "backend": "foolbox",

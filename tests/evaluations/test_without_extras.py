@@ -54,12 +54,12 @@ for name in ("ray", "ray.util", "gpytorch"):
     except ImportError as err:
         result["import_errors"][name] = type(err).__name__
 
-import advbridge.bridge, advbridge.defenses, advbridge.evaluations.cli, advbridge.evaluations.runner
-import advbridge.evaluations.report, advbridge.evaluations.zoo, advbridge.evaluations.suite
+import advbridge.bridge, advbridge.defenses, advbridge.evaluations.cli.app, advbridge.evaluations.execution.runner
+import advbridge.evaluations.reports.render, advbridge.evaluations.zoo.classifiers, advbridge.evaluations.suites.suite
 result["loaded"] = sorted(m for m in sys.modules if m.partition(".")[0] in BLOCKED)
 
-from advbridge.evaluations.runner import run_suite
-from advbridge.evaluations.suite import load_suite
+from advbridge.evaluations.execution.runner import run_suite
+from advbridge.evaluations.suites.suite import load_suite
 
 try:
     run_suite(load_suite("small_ray", text=SMALL), Path("out"), executor="ray", progress=False)
@@ -72,7 +72,7 @@ Path("small.toml").write_text(SMALL)
 stderr = io.StringIO()
 with contextlib.redirect_stderr(stderr):
     try:
-        code = advbridge.evaluations.cli.main(["run", "small.toml", "--executor", "ray", "--out", "cli_out"])
+        code = advbridge.evaluations.cli.app(["run", "small.toml", "--executor", "ray", "--out", "cli_out"])
     except SystemExit as exit_:
         code = exit_.code
 result["cli"] = [code, stderr.getvalue()]
@@ -82,7 +82,7 @@ try:
     result["defenses.gpdnn"] = None
 except ImportError as err:
     result["defenses.gpdnn"] = str(err)
-from advbridge.evaluations.gpdnn_zoo import load_gpdnn
+from advbridge.evaluations.zoo.gpdnn import load_gpdnn
 try:
     load_gpdnn("mnist_gpdnn", "mnist5k", device="cpu")
     result["load_gpdnn"] = None

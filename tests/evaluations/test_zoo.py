@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from advbridge.evaluations import zoo
+from advbridge.evaluations.core import cache
+from advbridge.evaluations.zoo import classifiers as zoo
+from advbridge.evaluations.zoo import resolve
 
 
 def test_cache_roundtrip(tmp_path, monkeypatch, mnist5k):
@@ -39,8 +41,8 @@ def test_cache_roundtrip(tmp_path, monkeypatch, mnist5k):
     assert provenance["torch"] == torch.__version__
     assert provenance["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     entry = zoo.ZOO["mnist_tiny_cnn"]
-    assert zoo.local_path("models", "mnist_tiny_cnn-mnist5k", zoo.zoo_blob(entry, "mnist5k", 1)) == first.path
-    assert zoo.local_path("models", "mnist_tiny_cnn-mnist5k", zoo.zoo_blob(entry, "mnist5k", 2)) != first.path
+    assert cache.local_path("models", "mnist_tiny_cnn-mnist5k", zoo.zoo_blob(entry, "mnist5k", 1)) == first.path
+    assert cache.local_path("models", "mnist_tiny_cnn-mnist5k", zoo.zoo_blob(entry, "mnist5k", 2)) != first.path
 
 
 def _weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -75,9 +77,9 @@ def test_shipped_weights_win_over_training(tmp_path, monkeypatch, mnist5k):
     monkeypatch.setenv("ADVBRIDGE_CACHE", str(tmp_path))
     shipped = zoo.load_model("mnist_tiny_cnn", data=mnist5k, device="cpu")
     assert shipped.info["weights"] == "shipped" and not shipped.freshly_trained
-    assert shipped.path.parent.parent == zoo.WEIGHTS_DIR and not any(tmp_path.iterdir())
-    manifest = json.loads((zoo.WEIGHTS_DIR / "weights.json").read_text())
-    entry = manifest["checkpoints"][shipped.path.relative_to(zoo.WEIGHTS_DIR).as_posix()]
+    assert shipped.path.parent.parent == cache.WEIGHTS_DIR and not any(tmp_path.iterdir())
+    manifest = json.loads((cache.WEIGHTS_DIR / "weights.json").read_text())
+    entry = manifest["checkpoints"][shipped.path.relative_to(cache.WEIGHTS_DIR).as_posix()]
     assert hashlib.sha256(shipped.path.read_bytes()).hexdigest() == entry["sha256"]
     assert shipped.test_accuracy == entry["metrics"]["test_accuracy"]
     measured = (shipped.model.predict(mnist5k.x_test) == mnist5k.y_test).float().mean().item()
@@ -94,12 +96,12 @@ def test_shipped_weights_win_over_training(tmp_path, monkeypatch, mnist5k):
 def test_retrain_switch_trains_each_checkpoint_once(tmp_path, monkeypatch, mnist5k):
     """The CLI's --retrain: shipped weights and the cache are ignored, each checkpoint trains once per process."""
     monkeypatch.setenv("ADVBRIDGE_CACHE", str(tmp_path))
-    zoo.set_retrain(True)
+    cache.set_retrain(True)
     try:
         first = zoo.load_model("mnist_tiny_cnn", data=mnist5k, device="cpu")
         again = zoo.load_model("mnist_tiny_cnn", data=mnist5k, device="cpu")
     finally:
-        zoo.set_retrain(False)
+        cache.set_retrain(False)
     assert first.info["weights"] == "trained" and first.path.is_relative_to(tmp_path)
     assert again.info["weights"] == "cache" and again.path == first.path
     assert zoo.load_model("mnist_tiny_cnn", data=mnist5k, device="cpu").info["weights"] == "shipped"
@@ -108,23 +110,23 @@ def test_retrain_switch_trains_each_checkpoint_once(tmp_path, monkeypatch, mnist
 def test_a_corrupt_shipped_checkpoint_is_a_clear_error(tmp_path, monkeypatch, mnist5k):
     monkeypatch.setenv("ADVBRIDGE_CACHE", str(tmp_path / "cache"))
     copy = tmp_path / "weights"
-    shutil.copytree(zoo.WEIGHTS_DIR, copy)
-    monkeypatch.setattr(zoo, "WEIGHTS_DIR", copy)
+    shutil.copytree(cache.WEIGHTS_DIR, copy)
+    monkeypatch.setattr(cache, "WEIGHTS_DIR", copy)
     name = zoo.zoo_checkpoints("mnist_tiny_cnn")[0]
     blob = bytearray((copy / name).read_bytes())
     blob[-64] ^= 0xFF
     (copy / name).write_bytes(bytes(blob))
-    with pytest.raises(zoo.WeightsError, match=r"has sha256 [0-9a-f]{64}, but weights.json records [0-9a-f]{64}"):
+    with pytest.raises(cache.WeightsError, match=r"has sha256 [0-9a-f]{64}, but weights.json records [0-9a-f]{64}"):
         zoo.load_model("mnist_tiny_cnn", data=mnist5k, device="cpu")
     (copy / name).unlink()
-    with pytest.raises(zoo.WeightsError, match="listed in weights.json but missing"):
+    with pytest.raises(cache.WeightsError, match="listed in weights.json but missing"):
         zoo.load_model("mnist_tiny_cnn", data=mnist5k, device="cpu")
 
 
 def _suite_models() -> set[str]:
     """Every model name in the shipped suites, read from the TOML files (suite, quick, paper and estimator models)."""
     names: set[str] = set()
-    for path in Path(zoo.__file__).with_name("suites").glob("*.toml"):
+    for path in (Path(cache.__file__).parents[1] / "suites").glob("*.toml"):
         doc = tomllib.loads(path.read_text())
         names |= set(doc["suite"]["models"]) | set(doc.get("quick", {}).get("models", []))
         names |= {p["model"] for p in doc.get("paper", []) if "model" in p}
@@ -133,13 +135,13 @@ def _suite_models() -> set[str]:
 
 
 def test_every_model_of_the_shipped_suites_and_tests_is_shipped():
-    manifest = json.loads((zoo.WEIGHTS_DIR / "weights.json").read_text())
+    manifest = json.loads((cache.WEIGHTS_DIR / "weights.json").read_text())
     names = _suite_models() | {"mnist_tiny_cnn", "mnist_vae_tiny"}
     assert len(names) >= 15
-    missing = {n: c for n in names for c in zoo.model_checkpoints(n) if c not in manifest["checkpoints"]}
+    missing = {n: c for n in names for c in resolve.model_checkpoints(n) if c not in manifest["checkpoints"]}
     assert missing == {}
     for rel, entry in manifest["checkpoints"].items():
-        assert (zoo.WEIGHTS_DIR / rel).stat().st_size == entry["bytes"]
+        assert (cache.WEIGHTS_DIR / rel).stat().st_size == entry["bytes"]
         assert entry["provenance"]["threads"] == 1
     assert sum(e["bytes"] for e in manifest["checkpoints"].values()) < 25 * 2**20
 
@@ -162,7 +164,7 @@ def test_mnist_cnn_recipe_learns_in_one_epoch(mnist5k):
     from dataclasses import replace
 
     entry = zoo.ZOO["mnist_cnn"]
-    scores = zoo._train(entry.build(), replace(entry.train, epochs=1), mnist5k, 0, torch.device("cpu"), "mnist_cnn")
+    scores = zoo.train_module(entry.build(), replace(entry.train, epochs=1), mnist5k, 0, torch.device("cpu"), "mnist_cnn")
     assert scores["test_accuracy"] >= 0.80
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from advbridge.defenses.magnet import graybox_random_row
 
-from .report import _fmt, _safe, _setting_key, stored_misclassified
+from advbridge.evaluations.reports.render import _fmt, _safe, _setting_key, stored_misclassified
 
 
 def _pct(value: Any) -> str:

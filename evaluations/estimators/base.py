@@ -17,9 +17,9 @@ import torch
 from advbridge.bridge import Model
 from advbridge.bridge.validation import check_finite, check_positive, check_positive_int
 
-from .domain_shift import DOMAIN_SHIFT_SUMMARY, compute_domain_shift, validate_domain_shift
-from .hardness import DEFAULT_LEVELS, HEADLINE_DISTORTION, hardness_matrix
-from .transfer import TRANSFER_SUMMARY, compute_transfer, validate_transfer
+from advbridge.evaluations.estimators.domain_shift import DOMAIN_SHIFT_SUMMARY, compute_domain_shift, validate_domain_shift
+from advbridge.evaluations.analysis.hardness import DEFAULT_LEVELS, HEADLINE_DISTORTION, hardness_matrix
+from advbridge.evaluations.estimators.transfer import TRANSFER_SUMMARY, compute_transfer, validate_transfer
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ def _validate_meanfield(params: dict[str, Any]) -> str | None:
 
 def _meanfield(model: Model, x: torch.Tensor, y: torch.Tensor, params: dict[str, Any], progress: bool = True,
                data_root: str | None = None):
-    from .meanfield import estimate_meanfield
+    from advbridge.evaluations.analysis.meanfield import estimate_meanfield
 
     p = {**MEANFIELD_PARAMS, **params}
     metrics, result, samples = {}, {}, {}

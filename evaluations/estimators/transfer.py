@@ -280,7 +280,7 @@ def _check_sigmas(noise_sigmas: Sequence[float]) -> list[float]:
 
 def _listify(a: np.ndarray) -> Any:
     """Nested lists of JSON floats (NaN as ``None``)."""
-    from .meanfield import json_float
+    from advbridge.evaluations.analysis.meanfield import json_float
 
     return json_float(a) if a.ndim == 0 else [_listify(v) for v in a]
 
@@ -304,8 +304,8 @@ def validate_transfer(params: Mapping[str, Any]) -> str | None:
     """Why ``params`` is not a valid ``transfer`` estimator configuration, or ``None``."""
     from advbridge.bridge import ATTACKS
 
-    from .data import DATASETS
-    from .suite import model_error
+    from advbridge.evaluations.data.datasets import DATASETS
+    from advbridge.evaluations.zoo.resolve import model_error
 
     unknown = sorted(set(params) - set(TRANSFER_PARAMS))
     if unknown:
@@ -353,8 +353,8 @@ def compute_transfer(model: Model, x: torch.Tensor, y: torch.Tensor, params: Map
     embedded ``mnist5k``) and ``params["seed"]``. With ``table1`` each model's error on the whole
     training and test splits is added (Szegedy Table 1: its average minimal distortion is its own diagonal row).
     """
-    from .data import load_dataset
-    from .zoo import resolve_model
+    from advbridge.evaluations.data.datasets import load_dataset
+    from advbridge.evaluations.zoo.resolve import resolve_model
 
     error = validate_transfer(dict(params))
     if error:

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from .hardness import PAPER as JSMA_PAPER
-from .report import _fmt, _safe
+from advbridge.evaluations.analysis.hardness import PAPER as JSMA_PAPER
+from advbridge.evaluations.reports.render import _fmt, _safe
 
 #: Cubuk et al. §6.1: MNIST exponents by attack (our attack name, norm) -> B.
 CUBUK_EXPONENTS = {("fgsm", "l2"): 1.1, ("fgsm", "linf"): 1.2, ("pgd", "linf"): 1.3, ("step_ll", "linf"): 2.3}
@@ -32,7 +32,7 @@ def _matrix(rows) -> np.ndarray:
 def estimator_plots(estimates: list[dict[str, Any]], done: list[dict[str, Any]], suite_fits: dict[str, dict],
                     folder: Path) -> list[str]:
     """Hardness heatmaps, mean-field curves and power-law plots; paths relative to the report."""
-    from .hardness import HardnessResult, plot_hardness
+    from advbridge.evaluations.analysis.hardness import HardnessResult, plot_hardness
 
     written = []
     for c in estimates:
@@ -181,7 +181,7 @@ def power_law_groups(done: list[dict[str, Any]], attacks: list[str] | None = Non
 
 def fit_groups(done: list[dict[str, Any]], config: dict[str, Any], seed: int = 0) -> dict[tuple, Any]:
     """``fit_power_law`` on every group with at least two usable points (a failed fit is kept as its reason)."""
-    from .power_law import fit_power_law
+    from advbridge.evaluations.analysis.power_law import fit_power_law
 
     fits = {}
     for key, g in power_law_groups(done, config.get("attacks"), config.get("max_eps")).items():

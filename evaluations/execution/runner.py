@@ -20,11 +20,11 @@ from tqdm.auto import tqdm
 from advbridge.bridge import Model, run_attack
 from advbridge.bridge.result import judge_success, library_versions
 
-from .data import Dataset, load_dataset
-from .defended import DefenseBuilder, defense_metrics
-from .store import ResultStore
-from .suite import Cell, EstimatorCell, Suite, config_key
-from .zoo import resolve_model
+from advbridge.evaluations.data.datasets import Dataset, load_dataset
+from advbridge.evaluations.systems.defended import DefenseBuilder, defense_metrics
+from advbridge.evaluations.core.store import ResultStore
+from advbridge.evaluations.suites.suite import Cell, EstimatorCell, Suite, config_key
+from advbridge.evaluations.zoo.resolve import resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -280,7 +280,7 @@ def run_suite(suite: Suite, out: str | Path, *, force: bool = False, executor: s
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; expected one of {list(EXECUTORS)}")
     if executor == "ray":
-        from .ray_executor import DEFAULT_MAX_RETRIES, require_ray, run_on_ray
+        from advbridge.evaluations.execution.ray_executor import DEFAULT_MAX_RETRIES, require_ray, run_on_ray
 
         require_ray()  # a clear error before any work
     start = time.perf_counter()
@@ -316,7 +316,7 @@ def run_suite(suite: Suite, out: str | Path, *, force: bool = False, executor: s
     summary = RunSummary(suite.name, len(keyed), computed, len(keyed) - len(todo), failed,
                          time.perf_counter() - start, out, not_run)
     if write_report:
-        from .report import write_reports
+        from advbridge.evaluations.reports.render import write_reports
 
         write_reports(out, suite_name=suite.name)
     return summary
@@ -347,7 +347,7 @@ def _run_local(todo, suite: Suite, resources: Resources, store: ResultStore, for
 def compute_estimator(cell: EstimatorCell, resources: Resources, key: str, seed: int,
                       progress: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run one estimator cell; return its record and per-sample arrays."""
-    from .estimators import ESTIMATORS
+    from advbridge.evaluations.estimators.base import ESTIMATORS
 
     model = resources.model(cell.model)
     x, y, idx = resources.slice(cell.model, cell.n)
@@ -365,7 +365,7 @@ def _run_estimators(todo, suite: Suite, resources: Resources, store: ResultStore
                     progress: bool, not_run: list[str]) -> tuple[int, int]:
     """Estimator cells, on the driver, each committed when it finishes (as attack cells are). A cell whose data the
     user has not supplied (``DataNotSupplied``) is left out of the store, its message appended to ``not_run``."""
-    from .domain_shift import DataNotSupplied
+    from advbridge.evaluations.estimators.domain_shift import DataNotSupplied
 
     computed = failed = 0
     for cell, config, key in tqdm(todo, desc=f"suite {suite.name} estimators", unit="cell",

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .report import _safe
+from advbridge.evaluations.reports.render import _safe
 
 #: Our zoo model -> Szegedy's model name (Table 1).
 SZEGEDY_NAMES = {"mnist_fc10_wd1e-4": "FC10(1e-4)", "mnist_fc10_wd1e-2": "FC10(1e-2)", "mnist_fc10_wd1": "FC10(1)",
@@ -64,7 +64,7 @@ BRADSHAW_CW = {"n": 1000, "failed_gpdnn": 381, "extra_perturbation": 0.529}
 
 def transfer_plots(estimates: list[dict[str, Any]], folder: Path) -> list[str]:
     """One heatmap per ``transfer`` estimate; paths relative to the report folder."""
-    from .transfer import plot_transfer
+    from advbridge.evaluations.estimators.transfer import plot_transfer
 
     written = []
     for c in estimates:
@@ -102,7 +102,7 @@ def transfer_markdown(suite, estimates: list[dict[str, Any]], plots: list[str],
 
 def domain_shift_markdown(suite, estimates: list[dict[str, Any]]) -> list[str]:
     """Bradshaw's domain-shift table from the ``domain_shift`` cells, or why it is missing."""
-    from .domain_shift import TEST_SETS, not_supplied_message
+    from advbridge.evaluations.estimators.domain_shift import TEST_SETS, not_supplied_message
 
     cells = [c for c in estimates if c["record"].get("estimator") == "domain_shift"]
     listed = [e for e in (suite.estimators if suite is not None else []) if e.name == "domain_shift"]

@@ -24,8 +24,9 @@ from advbridge.defenses.generative import (VAE, AlphaGAN, GenerativeClassifier, 
                                            WGANGenerator, sample_images, save_grid, save_reconstructions,
                                            train_alpha_gan, train_latent_classifier, train_vae, train_wgan_gp)
 
-from .data import Dataset, load_dataset
-from .zoo import accuracy, cache_root, cached_modules, shipped_name
+from advbridge.evaluations.data.datasets import Dataset, load_dataset
+from advbridge.evaluations.zoo.family import FAMILIES, ModelFamily, accuracy
+from advbridge.evaluations.core.cache import cache_root, cached_modules, shipped_name
 
 logger = logging.getLogger(__name__)
 
@@ -265,3 +266,11 @@ def load_generative_classifier(name: str = "mnist_vae", dataset: str = "mnist5k"
             "test_accuracy": accuracy(module, data.x_test, data.y_test, device),
             "description": "VAE + latent classifier, reconstruction feedback (Kos et al. §4.3)"}
     return model, info
+
+
+FAMILIES.add(ModelFamily(
+    "generative", owns=lambda name: name in GENERATIVE_MODELS, load=load_generative_classifier,
+    checkpoints=generative_checkpoints,
+    listing=lambda: [(name, "generative", "VAE + latent classifier, reconstruction feedback (Kos et al. §4.3)"
+                      + (" (tiny: for tests)" if name.endswith("_tiny") else "")) for name in GENERATIVE_MODELS],
+    hint=lambda: f"generative models: {sorted(GENERATIVE_MODELS)}", hint_rank=20), rank=30)

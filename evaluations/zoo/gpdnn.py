@@ -6,7 +6,7 @@ likelihood (``advbridge.defenses.gpdnn``); its NN counterpart is the zoo's ``mni
 softmax layer). This module imports without GPyTorch; loading a model needs it (``pip install 'advbridge[gp]'``).
 
 Resolvable by name once ``zoo.resolve_model`` and ``suite.model_error`` know ``GPDNN_MODELS``; until then a suite can
-name it ``advbridge.evaluations.gpdnn_zoo:mnist_gpdnn`` (mnist5k, seed 0, the default device).
+name it ``advbridge.evaluations.zoo.gpdnn:mnist_gpdnn`` (mnist5k, seed 0, the default device).
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ import torch
 from advbridge.bridge import Model
 from advbridge.bridge.model import default_device
 
-from .data import Dataset, load_dataset
-from .zoo import accuracy, cached_modules, mnist_lenet_features, shipped_name
+from advbridge.evaluations.data.datasets import Dataset, load_dataset
+from advbridge.evaluations.zoo.classifiers import mnist_lenet_features
+from advbridge.evaluations.zoo.family import FAMILIES, ModelFamily, accuracy
+from advbridge.evaluations.core.cache import cached_modules, shipped_name
 
 logger = logging.getLogger(__name__)
 
@@ -138,3 +140,10 @@ def _version(dist: str) -> str:
     except importlib.metadata.PackageNotFoundError:
         return "not installed"
 
+
+
+FAMILIES.add(ModelFamily(
+    "gpdnn", owns=lambda name: name in GPDNN_MODELS, load=load_gpdnn, checkpoints=gpdnn_checkpoints,
+    listing=lambda: [(name, "gpdnn", "GPDNN: LeNet-style features + SVGP, robust-max (Bradshaw §8.1)")
+                     for name in GPDNN_MODELS],
+    hint=lambda: f"GPDNN models: {sorted(GPDNN_MODELS)}", hint_rank=30), rank=40)

@@ -18,9 +18,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .runner import CellInputs, Resources, cell_inputs, compute_cell
-from .store import ResultStore
-from .suite import Cell, Suite
+from advbridge.evaluations.execution.runner import CellInputs, Resources, cell_inputs, compute_cell
+from advbridge.evaluations.core.store import ResultStore
+from advbridge.evaluations.suites.suite import Cell, Suite
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from advbridge.bridge.crossval import CrossvalReport, agreement_rate, compare
 from advbridge.bridge.io import atomic_write_text
 from advbridge.bridge.result import DEFINITIONS, AttackResult
 
-from .store import ResultStore
-from .suite import load_suite
+from advbridge.evaluations.core.store import ResultStore
+from advbridge.evaluations.suites.suite import load_suite
 
 logger = logging.getLogger(__name__)
 
@@ -54,13 +54,13 @@ def write_reports(out: str | Path, suite_name: str | None = None) -> dict[str, A
         g["report"].save(out / "crossval" / g["slug"])
     plots = _plots(done, out / "plots")
     general = list(plots)  # the "## Plots" section's; every other plot is embedded by the section that made it
-    from .defense_report import defense_plots
+    from advbridge.evaluations.reports.defense import defense_plots
 
     plots += defense_plots(done, out / "plots")
-    from .kos_report import kos_plots
+    from advbridge.evaluations.reports.kos import kos_plots
 
     plots += kos_plots(done, out / "plots")
-    from .estimator_report import estimator_plots
+    from advbridge.evaluations.reports.estimators import estimator_plots
 
     names = [suite_name] if suite_name else sorted({c["suite"] for c in cells})
     loaded = {}
@@ -69,7 +69,7 @@ def write_reports(out: str | Path, suite_name: str | None = None) -> dict[str, A
         loaded[name] = load_suite(name, text=stored["text"], quick=stored["quick"]) if stored else None
     plots += estimator_plots(estimates, done, {n: s.power_law for n, s in loaded.items() if s and s.power_law},
                              out / "plots")
-    from .transfer_report import transfer_plots
+    from advbridge.evaluations.reports.transfer import transfer_plots
 
     plots += transfer_plots(estimates, out / "plots")
     if estimates:
@@ -252,7 +252,7 @@ PCT_METRICS = {"clean_accuracy", "adversarial_accuracy", "error_rate", "success_
 
 
 def _is_pct(metric: str) -> bool:
-    from .suite import DEFENSE_METRICS
+    from advbridge.evaluations.suites.suite import DEFENSE_METRICS
 
     return metric.split("[")[0] in PCT_METRICS | set(DEFENSE_METRICS)
 
@@ -309,15 +309,15 @@ def _markdown(name: str, suite, done, failed, groups, plots, estimates=(), gener
                          f" | {r['time_s']:.2f} | {len(r['flags'])} |")
         lines.append("")
     if suite is not None and suite.defenses:
-        from .defense_report import defense_markdown
+        from advbridge.evaluations.reports.defense import defense_markdown
 
         lines += defense_markdown(suite, done, plots)
-    from .estimator_report import estimator_markdown
-    from .kos_report import kos_markdown
+    from advbridge.evaluations.reports.estimators import estimator_markdown
+    from advbridge.evaluations.reports.kos import kos_markdown
 
     lines += kos_markdown(done, plots)
     lines += estimator_markdown(suite, list(estimates), done, plots)
-    from .transfer_report import transfer_markdown
+    from advbridge.evaluations.reports.transfer import transfer_markdown
 
     lines += transfer_markdown(suite, list(estimates), plots, done)
     if suite is not None and suite.paper:

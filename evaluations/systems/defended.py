@@ -29,9 +29,9 @@ from advbridge.defenses.magnet import (DivergenceDetector, MagNet, RandomizedMag
 from advbridge.defenses.invert_and_classify import EnhancedInvertAndClassify, GeneratorProjection, InvertAndClassify
 from advbridge.defenses.mid import ESTIMATORS, MutualInformationDetector
 
-from .data import Dataset
-from .generators import GeneratorRecipe, TrainedGenerator, load_generator
-from .zoo import cached_modules
+from advbridge.evaluations.data.datasets import Dataset
+from advbridge.evaluations.zoo.generative import GeneratorRecipe, TrainedGenerator, load_generator
+from advbridge.evaluations.core.cache import cached_modules
 
 logger = logging.getLogger(__name__)
 

@@ -115,7 +115,7 @@ def not_supplied_message(test_sets: list[str], data_root: str | Path | None) -> 
     where = "no --data-root was given" if data_root is None else f"not found under {data_root}"
     return (f"domain shift skipped: it needs {', '.join(missing)} ({where}); these data sets do not ship with "
             "advbridge. Put them in a folder and rerun with --data-root FOLDER (file formats: "
-            "advbridge.evaluations.domain_shift)")
+            "advbridge.evaluations.estimators.domain_shift)")
 
 
 def load_test_set(name: str, data_root: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,8 +154,8 @@ DOMAIN_SHIFT_SUMMARY = ("Accuracy and log-likelihood of MNIST-trained models on 
 
 def validate_domain_shift(params: Mapping[str, Any]) -> str | None:
     """Why ``params`` is not a valid ``domain_shift`` estimator configuration, or ``None``."""
-    from .data import DATASETS
-    from .suite import model_error
+    from advbridge.evaluations.data.datasets import DATASETS
+    from advbridge.evaluations.zoo.resolve import model_error
 
     unknown = sorted(set(params) - set(DOMAIN_SHIFT_PARAMS))
     if unknown:
@@ -189,8 +189,8 @@ def compute_domain_shift(model: Model, x: torch.Tensor, y: torch.Tensor, params:
     The cell's own ``model``, ``x`` and ``y`` only anchor the cell. Raises :class:`DataNotSupplied` (before any model
     is loaded) when a test set's file is missing.
     """
-    from .data import load_dataset
-    from .zoo import resolve_model
+    from advbridge.evaluations.data.datasets import load_dataset
+    from advbridge.evaluations.zoo.resolve import resolve_model
 
     error = validate_domain_shift(params)
     if error:

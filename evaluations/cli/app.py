@@ -19,14 +19,15 @@ import torch
 
 from advbridge.bridge import ATTACKS, AttackSpec, Model, crossval
 
-from .data import DATASETS, load_dataset
-from .report import write_reports
-from .runner import EXECUTORS, run_suite
-from .suite import load_suite
-from .zoo import (WEIGHTS_DIR, WeightsError, cache_root, is_shipped, load_shipped, model_checkpoints, model_names,
-                  refreshing_weights, resolve_model, set_retrain, shipped_manifest, write_weights)
+from advbridge.evaluations.data.datasets import DATASETS, load_dataset
+from advbridge.evaluations.reports.render import write_reports
+from advbridge.evaluations.execution.runner import EXECUTORS, run_suite
+from advbridge.evaluations.suites.suite import load_suite
+from advbridge.evaluations.zoo.resolve import model_checkpoints, model_names, resolve_model
+from advbridge.evaluations.core.cache import (WEIGHTS_DIR, WeightsError, cache_root, is_shipped, load_shipped,
+    refreshing_weights, set_retrain, shipped_manifest, write_weights)
 
-SUITES_DIR = Path(__file__).with_name("suites")
+SUITES_DIR = Path(__file__).parents[1] / "suites"
 
 logger = logging.getLogger("advbridge")
 
@@ -405,9 +406,9 @@ def cmd_kos(args: argparse.Namespace) -> int:
 
     from advbridge.bridge.io import atomic_write_text
 
-    from .kos import PAPER_CELLS, PAPER_MEAN, PAPER_PER_SOURCE, overall_mean, per_source_means
-    from .kos_report import cell_matrices
-    from .store import ResultStore
+    from advbridge.evaluations.analysis.kos import PAPER_CELLS, PAPER_MEAN, PAPER_PER_SOURCE, overall_mean, per_source_means
+    from advbridge.evaluations.reports.kos import cell_matrices
+    from advbridge.evaluations.core.store import ResultStore
 
     suite = load_suite("kos", text=kos_suite_text(args))
     args.force, args.executor, args.address, args.max_retries = False, "local", None, None
@@ -442,7 +443,7 @@ def cmd_kos(args: argparse.Namespace) -> int:
 
 
 def _estimator_record(out: Path, suite_name: str, estimator: str) -> dict[str, Any]:
-    from .store import ResultStore
+    from advbridge.evaluations.core.store import ResultStore
 
     with ResultStore(out / "results.db") as store:
         records = [c["record"] for c in store.cells(suite=suite_name, status="done")
@@ -515,8 +516,8 @@ def cmd_meanfield(args: argparse.Namespace) -> int:
 
     from advbridge.bridge.io import atomic_write_text
 
-    from .estimator_report import fit_groups
-    from .store import ResultStore
+    from advbridge.evaluations.reports.estimators import fit_groups
+    from advbridge.evaluations.core.store import ResultStore
 
     attacks = "".join(f"""
 [[attacks]]
@@ -564,7 +565,7 @@ def train_shipped_set(staged: Path) -> tuple[dict[str, dict[str, Any]], dict[str
     :returns: The checkpoint records (``zoo.refreshing_weights``) and, per model name, its kind, test accuracy and
         checkpoint names.
     """
-    from .runner import Resources
+    from advbridge.evaluations.execution.runner import Resources
 
     models: dict[str, dict[str, Any]] = {}
     kinds = {name: kind for name, kind, _ in model_names()}

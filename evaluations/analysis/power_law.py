@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .meanfield import json_float
+from advbridge.evaluations.analysis.meanfield import json_float
 
 logger = logging.getLogger(__name__)
 

@@ -17,10 +17,8 @@ from typing import Any
 
 from advbridge.bridge import ATTACKS, BACKENDS, AttackSpec
 
-from .data import DATASETS
-from .generators import GENERATIVE_MODELS
-from .gpdnn_zoo import GPDNN_MODELS
-from .zoo import ZOO
+from advbridge.evaluations.data.datasets import DATASETS
+from advbridge.evaluations.zoo.resolve import model_error
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -132,7 +130,7 @@ class Cell:
                   "resolved": _jsonable(self.spec.resolved_params()), "backend": self.backend, "seed": suite.seed,
                   "data": {**suite.data, "n": self.n}, "defaults": self.defaults, "versions": versions}
         if self.threat != "none":  # keeps the keys of suites without defenses unchanged
-            from .defended import resolved_defense_config
+            from advbridge.evaluations.systems.defended import resolved_defense_config
 
             config.update(threat=self.threat, defense=suite.defense, defenses=suite.defenses,
                           autoencoders=resolved_defense_config(suite.defense, suite.defenses))
@@ -383,23 +381,8 @@ def _attack_entry(i: int, raw: Any, loc: "_Locator", quick: dict[str, Any], syst
                        tuple(threats) if threats is not None else None, tuple(models) if models else None)
 
 
-def model_error(name: Any) -> str | None:
-    """Why ``name`` is not a model a suite can use, or ``None``: a zoo model, a trained variant
-    (``<zoo model>+<variant>``), a generative model, a GPDNN, or ``package.module:function``."""
-    if not isinstance(name, str):
-        return f"models must be strings, got {name!r}"
-    if ":" in name or name in ZOO or name in GENERATIVE_MODELS or name in GPDNN_MODELS:
-        return None
-    if "+" in name:
-        from .training import validate_variant
-
-        return validate_variant(name)
-    return (f"unknown model {name!r}; zoo models: {sorted(ZOO)}, generative models: {sorted(GENERATIVE_MODELS)}, "
-            f"GPDNN models: {sorted(GPDNN_MODELS)}, trained variants <zoo model>+<variant> (or package.module:function)")
-
-
 def _estimator_entry(i: int, raw: Any, loc: "_Locator", quick: dict[str, Any]) -> EstimatorEntry:
-    from .estimators import ESTIMATORS
+    from advbridge.evaluations.estimators.base import ESTIMATORS
 
     table = f"estimators[{i}]"
     if not isinstance(raw, dict):
@@ -438,9 +421,9 @@ def _check_threats(threats: list, loc: "_Locator", table: str, systems: list[str
 
 def _defense_systems(doc: dict[str, Any], defense: dict[str, Any], loc: "_Locator") -> list[dict[str, Any]]:
     """Validate ``[defense]`` and the ``[[defenses]]`` systems (names, detectors, autoencoders, threats)."""
-    from .defended import (CLASSIFIERS, AutoencoderRecipe, DiverseRecipe, EnhancedRecipe, ProjectionSettings,
+    from advbridge.evaluations.systems.defended import (CLASSIFIERS, AutoencoderRecipe, DiverseRecipe, EnhancedRecipe, ProjectionSettings,
                            validate_detector, validate_projection, validate_recipe)
-    from .generators import GeneratorRecipe
+    from advbridge.evaluations.zoo.generative import GeneratorRecipe
 
     raw = doc.get("defenses", [])
     if defense and not raw:

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from .kos import (PAPER_CELLS, PAPER_MEAN, PAPER_PER_SOURCE, as_matrices, overall_mean, per_source_means,
+from advbridge.evaluations.analysis.kos import (PAPER_CELLS, PAPER_MEAN, PAPER_PER_SOURCE, as_matrices, overall_mean, per_source_means,
                   plot_matrix)
-from .defense_report import _setting
-from .report import _fmt, _safe
+from advbridge.evaluations.reports.defense import _setting
+from advbridge.evaluations.reports.render import _fmt, _safe
 
 
 def _kos_cells(done: list[dict[str, Any]]) -> list[dict[str, Any]]:

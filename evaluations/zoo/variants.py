@@ -38,8 +38,10 @@ from advbridge.bridge import Model
 from advbridge.bridge.model import default_device
 from advbridge.bridge.spec import AttackSpec
 
-from .data import Dataset, load_dataset
-from .zoo import RECIPE_VERSION, ZOO, ZooEntry, accuracy, architecture, load_checkpoint, local_key, local_path, shipped_name
+from advbridge.evaluations.data.datasets import Dataset, load_dataset
+from advbridge.evaluations.zoo.classifiers import RECIPE_VERSION, ZOO, ZooEntry, architecture
+from advbridge.evaluations.zoo.family import FAMILIES, ModelFamily, accuracy
+from advbridge.evaluations.core.cache import load_checkpoint, local_key, local_path, shipped_name
 
 logger = logging.getLogger(__name__)
 
@@ -234,3 +236,10 @@ def _train_variant(module: torch.nn.Module, entry: ZooEntry, variant: TrainingVa
                "test_accuracy": accuracy(module, data.x_test, data.y_test, device),
                "train_accuracy": accuracy(module, x, y, device)}
     return metrics, [dict(h) for h in trainer.history]
+
+
+FAMILIES.add(ModelFamily(
+    "variant", owns=lambda name: "+" in name, load=load_variant, checkpoints=variant_checkpoints,
+    listing=lambda: [(f"{e.name}+{v.name}", "variant", f"{e.description}; {v.description}")
+                     for e in ZOO.values() for v in TRAINING_VARIANTS.values()],
+    hint="trained variants <zoo model>+<variant>", validate=validate_variant, hint_rank=40), rank=20)

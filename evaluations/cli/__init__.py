@@ -1,0 +1,1 @@
+"""The ``advbridge`` command line: one command per file."""

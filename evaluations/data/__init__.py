@@ -1,0 +1,1 @@
+"""Data sets: mnist5k, user-supplied MNIST/CIFAR-10, the domain-shift test sets."""

@@ -1,0 +1,1 @@
+"""Suite estimators, one file each, behind one interface and registry."""

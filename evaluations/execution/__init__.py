@@ -1,0 +1,1 @@
+"""Cell computation, the one commit loop, and the executors (local, Ray) behind one interface."""

@@ -1,0 +1,1 @@
+"""Suite schema, validation with file:line errors, expansion into cells; the shipped TOML files."""

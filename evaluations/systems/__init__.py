@@ -1,0 +1,1 @@
+"""Defended systems built from a suite's [defense] / [[defenses]]."""
