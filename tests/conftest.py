@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -11,6 +14,10 @@ from advbridge.evaluations.data.datasets import load_dataset
 from advbridge.evaluations.zoo.classifiers import load_model
 
 torch.set_num_threads(1)
+
+# The user-model factories the suites name as ``user_models:<function>`` (tests/evaluations/user_models.py), importable
+# from every test folder of the mirrored tree.
+sys.path.insert(0, str(Path(__file__).parent / "evaluations"))
 
 
 class Blur(nn.Module):

@@ -72,7 +72,7 @@ Path("small.toml").write_text(SMALL)
 stderr = io.StringIO()
 with contextlib.redirect_stderr(stderr):
     try:
-        code = advbridge.evaluations.cli.app(["run", "small.toml", "--executor", "ray", "--out", "cli_out"])
+        code = advbridge.evaluations.cli.app.main(["run", "small.toml", "--executor", "ray", "--out", "cli_out"])
     except SystemExit as exit_:
         code = exit_.code
 result["cli"] = [code, stderr.getvalue()]
