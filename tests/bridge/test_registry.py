@@ -1,0 +1,38 @@
+"""The generic registry (bridge/registry.py) and the attack registry built on it."""
+
+from __future__ import annotations
+
+import pytest
+
+from advbridge.bridge import ATTACKS
+from advbridge.bridge.attacks.base import AttackDef
+from advbridge.bridge.registry import Registry
+
+
+def test_registry_orders_by_rank_then_name_and_refuses_duplicates():
+    reg: Registry[str] = Registry("thing")
+    reg.add("c", name="c", rank=1)
+    reg.add("b", name="b", rank=0)
+    reg.add("a", name="a", rank=1)
+    assert list(reg) == ["b", "a", "c"] and len(reg) == 3 and "a" in reg and "z" not in reg
+    with pytest.raises(ValueError, match="thing 'a' is registered twice"):
+        reg.add("again", name="a")
+    with pytest.raises(ValueError, match=r"unknown thing 'z'; expected one of \['a', 'b', 'c'\]"):
+        reg.lookup("z")
+    with pytest.raises(ValueError, match="a thing needs a non-empty string name, got None"):
+        reg.add(object())
+    with pytest.raises(ValueError, match="kind must be a non-empty string"):
+        Registry("")
+
+
+def test_discovery_imports_every_module_of_the_package_once():
+    """A fresh registry over the attacks package finds nothing of its own (the modules register in ATTACKS), but
+    reading it imports the package's modules; ATTACKS itself holds each attack module's AttackDef exactly once."""
+    names = ["fgsm", "bim", "pgd", "cw", "ead", "deepfool", "newtonfool", "jsma", "step_ll", "lbfgs", "kos_classifier",
+             "kos_latent", "kos_vae"]
+    assert list(ATTACKS) == names  # the rank order `advbridge attacks` lists
+    assert all(isinstance(a, AttackDef) and a.name == n for n, a in ATTACKS.items())
+    with pytest.raises(ValueError, match="attack 'fgsm' is registered twice"):
+        ATTACKS.add(ATTACKS["fgsm"])
+    empty: Registry[object] = Registry("probe", "advbridge.bridge.attacks")
+    assert len(empty) == 0
