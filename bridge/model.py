@@ -12,8 +12,11 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import foolbox as fb
 import numpy as np
 import torch
+from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
+from art.estimators.classification import PyTorchClassifier
 from torch import nn
 
 from .validation import check_finite, check_positive, check_positive_int
@@ -47,8 +50,6 @@ class Normalize(nn.Module):
 
 def _art_preprocessor(module: nn.Module, device_type: str):
     """Wrap a plain ``nn.Module`` as an ART ``PreprocessorPyTorch`` (differentiable, predict-only)."""
-    from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
-
     if isinstance(module, PreprocessorPyTorch):
         return module
 
@@ -168,8 +169,6 @@ class Model:
             (NewtonFool). The argmax, and therefore every prediction, is unchanged.
         """
         if probabilities not in self._art:
-            from art.estimators.classification import PyTorchClassifier
-
             device_type = "gpu" if self.device.type == "cuda" else "cpu"
             module = nn.Sequential(self.module, nn.Softmax(dim=1)) if probabilities else self.module
             preprocessing: tuple[Any, Any] = (0.0, 1.0)
@@ -193,8 +192,6 @@ class Model:
     def foolbox(self):
         """Foolbox ``PyTorchModel`` computing this function."""
         if self._foolbox is None:
-            import foolbox as fb
-
             self._foolbox = fb.PyTorchModel(self.pipeline, bounds=self.bounds, device=self.device)
         return self._foolbox
 
@@ -268,8 +265,4 @@ def _check_channels(values, name: str, channels: int, positive: bool) -> list[fl
 
 
 def _is_art_preprocessor(obj) -> bool:
-    try:
-        from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
-    except ImportError:  # pragma: no cover
-        return False
     return isinstance(obj, PreprocessorPyTorch)

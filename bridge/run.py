@@ -6,6 +6,7 @@ import logging
 import random
 import time
 
+import foolbox as fb
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -60,8 +61,6 @@ def _generate_batch(backend: str, attack, model: Model, minimization: bool, xb: 
                     goal: torch.Tensor, targeted: bool) -> torch.Tensor:
     if backend in ("art", "native"):
         return torch.from_numpy(np.asarray(attack.generate(xb.numpy(), y=goal.numpy()), dtype=np.float32))
-    import foolbox as fb
-
     fb_attack, eps = attack
     dev_x, dev_goal = xb.to(model.device), goal.to(model.device)
     criterion = fb.criteria.TargetedMisclassification(dev_goal) if targeted else fb.criteria.Misclassification(dev_goal)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from art.attacks.evasion import BasicIterativeMethod, ProjectedGradientDescent
+import foolbox as fb
+
 from .base import ATTACKS, AttackDef, BuildContext, KnownCause, require_positive
 
 #: Shared default step, relative to eps (Foolbox's default `rel_stepsize`).
@@ -15,8 +18,6 @@ def _derive(norm: str, p: dict) -> None:
 
 
 def _art(ctx: BuildContext):
-    from art.attacks.evasion import BasicIterativeMethod, ProjectedGradientDescent
-
     p = ctx.params
     if ctx.norm == "linf":
         return BasicIterativeMethod(ctx.model.art(), eps=p["eps"], eps_step=p["step_size"], max_iter=p["steps"],
@@ -28,8 +29,6 @@ def _art(ctx: BuildContext):
 
 
 def _foolbox(ctx: BuildContext):
-    import foolbox as fb
-
     p = ctx.params
     cls = fb.attacks.LinfBasicIterativeAttack if ctx.norm == "linf" else fb.attacks.L2BasicIterativeAttack
     return cls(abs_stepsize=p["step_size"], steps=p["steps"], random_start=False), p["eps"]

@@ -8,6 +8,9 @@ at most C features and its result has the L0 of the C&W L2 attack (`_ART_CW_L0_R
 
 from __future__ import annotations
 
+from art.attacks.evasion import CarliniL0Method, CarliniL2Method, CarliniLInfMethod
+import foolbox as fb
+
 from .base import ATTACKS, AttackDef, BuildContext, KnownCause, require_positive
 
 _ART_CW_BUGS = KnownCause(
@@ -44,8 +47,6 @@ def _derive(norm: str, p: dict) -> None:
 
 
 def _art(ctx: BuildContext):
-    from art.attacks.evasion import CarliniL0Method, CarliniL2Method, CarliniLInfMethod
-
     p = ctx.params
     if ctx.norm == "l0":
         return CarliniL0Method(ctx.model.art(), confidence=p["confidence"], targeted=ctx.targeted,
@@ -65,8 +66,6 @@ def _art(ctx: BuildContext):
 
 
 def _foolbox(ctx: BuildContext):
-    import foolbox as fb
-
     p = ctx.params
     return fb.attacks.L2CarliniWagnerAttack(binary_search_steps=p["binary_search_steps"], steps=p["steps"],
                                             stepsize=p["learning_rate"], confidence=p["confidence"],

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from art.attacks.evasion import DeepFool
+import foolbox as fb
+
 from .base import ATTACKS, AttackDef, BuildContext, KnownCause, require_positive
 
 
@@ -12,16 +15,12 @@ def _derive(norm: str, p: dict) -> None:
 
 
 def _art(ctx: BuildContext):
-    from art.attacks.evasion import DeepFool
-
     p = ctx.params
     return DeepFool(ctx.model.art(), max_iter=p["steps"], epsilon=p["overshoot"], nb_grads=p["candidates"],
                     batch_size=ctx.batch_size, verbose=False)
 
 
 def _foolbox(ctx: BuildContext):
-    import foolbox as fb
-
     p = ctx.params
     cls = fb.attacks.L2DeepFoolAttack if ctx.norm == "l2" else fb.attacks.LinfDeepFoolAttack
     return cls(steps=p["steps"], candidates=p["candidates"], overshoot=p["overshoot"], loss="logits"), None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from art.attacks.evasion import ElasticNet
+import foolbox as fb
+
 from .base import ATTACKS, AttackDef, BuildContext, KnownCause, require_choice, require_positive
 
 DECISION_RULES = ("en", "l1", "l2")
@@ -16,8 +19,6 @@ def _derive(norm: str, p: dict) -> None:
 
 
 def _art(ctx: BuildContext):
-    from art.attacks.evasion import ElasticNet
-
     if tuple(ctx.model.bounds) != (0.0, 1.0):
         raise ValueError("backend 'art' cannot honour the model's bounds "
                          f"{ctx.model.bounds} for attack 'ead': ART ElasticNet clamps to [0, 1] whatever "
@@ -30,8 +31,6 @@ def _art(ctx: BuildContext):
 
 
 def _foolbox(ctx: BuildContext):
-    import foolbox as fb
-
     p = ctx.params
     if p["decision_rule"] == "l2":
         raise ValueError("parameter 'decision_rule'='l2' cannot be honoured by backend 'foolbox' for attack 'ead' "

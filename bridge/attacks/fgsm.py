@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from art.attacks.evasion import FastGradientMethod
+import foolbox as fb
+
 from .base import ATTACKS, AttackDef, BuildContext, art_norm, require_positive
 
 
@@ -10,8 +13,6 @@ def _derive(norm: str, p: dict) -> None:
 
 
 def _art(ctx: BuildContext):
-    from art.attacks.evasion import FastGradientMethod
-
     p = ctx.params
     return FastGradientMethod(ctx.model.art(), norm=art_norm(ctx.norm), eps=p["eps"], eps_step=p["eps"],
                               targeted=ctx.targeted, num_random_init=int(p["random_start"]),
@@ -19,8 +20,6 @@ def _art(ctx: BuildContext):
 
 
 def _foolbox(ctx: BuildContext):
-    import foolbox as fb
-
     p = ctx.params
     if ctx.targeted:
         # Foolbox's FGSM rejects targeted criteria; one BIM step with rel_stepsize=1 is the same update

@@ -17,6 +17,8 @@ from art.estimators.estimator import BaseEstimator
 from torch import nn
 from tqdm.auto import tqdm
 
+from art.attacks.evasion import SaliencyMapMethod
+
 from .base import ATTACKS, AttackDef, BuildContext, KnownCause, require_choice
 
 SALIENCY_ON = ("probs", "logits")
@@ -277,8 +279,6 @@ def _native(ctx: BuildContext):
 
 
 def _art(ctx: BuildContext):
-    from art.attacks.evasion import SaliencyMapMethod
-
     p = ctx.params
     return SaliencyMapMethod(ctx.model.art(), theta=p["theta"], gamma=p["max_distortion"],
                              batch_size=ctx.batch_size, verbose=False)

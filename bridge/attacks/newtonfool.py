@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from art.attacks.evasion import NewtonFool
+import foolbox as fb
+
 from .base import ATTACKS, AttackDef, BuildContext, KnownCause, require_positive
 
 
@@ -10,8 +13,6 @@ def _derive(norm: str, p: dict) -> None:
 
 
 def _art(ctx: BuildContext):
-    from art.attacks.evasion import NewtonFool
-
     p = ctx.params
     # ART reads the model output as a probability, so it gets the same model with a softmax head.
     return NewtonFool(ctx.model.art(probabilities=True), max_iter=p["steps"], eta=p["step_size"],
@@ -19,8 +20,6 @@ def _art(ctx: BuildContext):
 
 
 def _foolbox(ctx: BuildContext):
-    import foolbox as fb
-
     p = ctx.params
     return fb.attacks.NewtonFoolAttack(steps=p["steps"], stepsize=p["step_size"]), None
 

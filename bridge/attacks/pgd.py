@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from art.attacks.evasion import ProjectedGradientDescent
+import foolbox as fb
+
 from .base import ATTACKS, AttackDef, BuildContext, KnownCause, art_norm, require_positive
 
 
@@ -16,8 +19,6 @@ def _derive(norm: str, p: dict) -> None:
 
 
 def _art(ctx: BuildContext):
-    from art.attacks.evasion import ProjectedGradientDescent
-
     p = ctx.params
     return ProjectedGradientDescent(ctx.model.art(), norm=art_norm(ctx.norm), eps=p["eps"], eps_step=p["step_size"],
                                     max_iter=p["steps"], targeted=ctx.targeted,
@@ -26,8 +27,6 @@ def _art(ctx: BuildContext):
 
 
 def _foolbox(ctx: BuildContext):
-    import foolbox as fb
-
     p = ctx.params
     cls = fb.attacks.LinfPGD if ctx.norm == "linf" else fb.attacks.L2PGD
     return cls(abs_stepsize=p["step_size"], steps=p["steps"], random_start=p["random_start"]), p["eps"]
