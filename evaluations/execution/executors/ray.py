@@ -18,7 +18,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from advbridge.evaluations.execution.runner import CellInputs, Resources, cell_inputs, compute_cell
+from advbridge.evaluations.execution.cells import CellInputs, Resources, cell_inputs, compute_cell
+from advbridge.evaluations.execution.executor import EXECUTORS, Executor
+from advbridge.evaluations.execution.loop import commit
 from advbridge.evaluations.core.store import ResultStore
 from advbridge.evaluations.suites.suite import Cell, Suite
 
@@ -99,13 +101,24 @@ def run_on_ray(todo: list[tuple[Cell, dict, str]], suite: Suite, resources: Reso
                 except Exception as err:  # the task raised, or its worker died, max_retries + 1 times
                     logger.error("cell %s (%s on %s) failed on Ray: %s", key, cell.label, cell.backend, err)
                     cause = getattr(err, "cause", None) or err  # a RayTaskError wraps the task's own exception
-                    store.commit_failure(key, suite.name, config, f"{type(cause).__name__}: {cause}"[-4000:])
+                    commit(store, suite.name, key, config, f"{type(cause).__name__}: {cause}"[-4000:])
                     failed += 1
                 else:
-                    store.commit_cell(key, suite.name, config, record, samples, elapsed)
+                    commit(store, suite.name, key, config, (record, samples, elapsed))
                     computed += 1
                 bar.update()
         return computed, failed
     finally:
         if started:
             ray.shutdown()
+
+
+def _run(todo, suite: Suite, resources: Resources, store: ResultStore, *, batch_size: int = 128,
+         progress: bool = True, address: str | None = None, max_retries: int | None = None,
+         **_: Any) -> tuple[int, int]:
+    return run_on_ray(todo, suite, resources, store, batch_size=batch_size,
+                      max_retries=DEFAULT_MAX_RETRIES if max_retries is None else max_retries, address=address,
+                      progress=progress)
+
+
+EXECUTORS.add(Executor("ray", run=_run, check=require_ray), rank=20)

@@ -1,0 +1,1 @@
+"""The executors, one module each; each registers an `Executor` in ``EXECUTORS`` (`..executor`)."""
