@@ -76,7 +76,7 @@ def test_invalid_toml_and_missing_file(tmp_path):
 
 @pytest.mark.parametrize("name", ["goodfellow_fgsm", "security_curves", "toolkit_audit", "flagship"])
 def test_shipped_suites_load(name):
-    from advbridge.evaluations.cli.app import suite_path
+    from advbridge.evaluations.cli.common import suite_path
 
     for quick in (False, True):
         suite = load_suite(suite_path(name), quick=quick)

@@ -85,7 +85,7 @@ def test_audit_validates_the_model_before_any_work(tmp_path):
     assert not (out / "results.db").exists()
 
 
-SUITES = Path(__file__).resolve().parents[2] / "evaluations" / "suites"
+SUITES = Path(__file__).resolve().parents[3] / "evaluations" / "suites"
 
 
 def _suite_model_names() -> set[str]:
@@ -114,7 +114,7 @@ def test_models_lists_every_model_a_suite_names_and_where_its_weights_come_from(
 
 
 def test_weights_check_verifies_every_shipped_file():
-    manifest = json.loads((Path(__file__).resolve().parents[2] / "evaluations" / "weights" / "weights.json")
+    manifest = json.loads((Path(__file__).resolve().parents[3] / "evaluations" / "weights" / "weights.json")
                           .read_text())
     out = run("weights", "--check").stdout
     assert {line.split()[-1] for line in out.splitlines() if line.startswith("ok")} == set(manifest["checkpoints"])
