@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from advbridge.evaluations.data.datasets import load_dataset
-from advbridge.evaluations.analysis.meanfield import estimate_meanfield, gamma
+from advbridge.evaluations.analysis.meanfield import estimate_meanfield
+from advbridge.evaluations.analysis.gamma import gamma
 from advbridge.evaluations.zoo.classifiers import load_model
 
 TARGET = 4.0

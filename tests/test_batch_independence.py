@@ -36,12 +36,13 @@ from advbridge.defenses import (MNIST_AE_I, MNIST_AE_II, DenoisingAutoEncoder, D
 from advbridge.defenses.generative.latent_classifier import GenerativeClassifier, LatentClassifier
 from advbridge.defenses.invert_and_classify import EnhancedInvertAndClassify, GeneratorProjection, InvertAndClassify
 from advbridge.defenses.mid import ESTIMATORS as MID_ESTIMATORS
-from advbridge.evaluations.estimators.domain_shift import evaluate_domain_shift
+from advbridge.evaluations.analysis.domain_shift import evaluate_domain_shift
 from advbridge.evaluations.estimators.base import ESTIMATORS
 from advbridge.evaluations.analysis.hardness import hardness_matrix
 from advbridge.evaluations.analysis.kos import as_matrices
-from advbridge.evaluations.analysis.meanfield import METHODS, estimate_meanfield, gamma
-from advbridge.evaluations.estimators.transfer import transfer_matrix
+from advbridge.evaluations.analysis.meanfield import estimate_meanfield
+from advbridge.evaluations.analysis.gamma import METHODS, gamma
+from advbridge.evaluations.analysis.transfer import transfer_matrix
 
 #: Inputs per case, and the permutation the second computation sees them in (batches [2, 0, 3] and [1]).
 N = 4

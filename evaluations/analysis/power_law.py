@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from advbridge.evaluations.analysis.meanfield import json_float
+from advbridge.evaluations.core.jsonio import json_float
 
 logger = logging.getLogger(__name__)
 

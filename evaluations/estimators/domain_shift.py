@@ -16,135 +16,30 @@ The test sets do not ship with advbridge and are never downloaded. They are read
 
 When a listed file is missing the estimator raises :class:`DataNotSupplied`; the runner skips the cell with that
 message and runs it on a later ``advbridge run`` that supplies the data (nothing is stored for it meanwhile).
+
+The test sets are read by `advbridge.evaluations.data.domain_shift`, the table computed by
+`advbridge.evaluations.analysis.domain_shift`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import torch
 
 from advbridge.bridge import Model
-from advbridge.bridge.validation import check_positive_int
+
+from advbridge.evaluations.analysis.domain_shift import evaluate_domain_shift
+from advbridge.evaluations.data.datasets import DATASETS, load_dataset
+from advbridge.evaluations.data.domain_shift import (TEST_SETS, DataNotSupplied, load_test_set, missing_files,
+                                                     not_supplied_message)
+from advbridge.evaluations.estimators.base import ESTIMATORS, Estimator, check_keys
+from advbridge.evaluations.zoo.resolve import model_error, resolve_model
 
 logger = logging.getLogger(__name__)
 
-
-class DataNotSupplied(FileNotFoundError):
-    """A cell needs data files the user has not supplied (under ``--data-root``); it is skipped, not failed."""
-
-
-def _to_mnist_frame(images: torch.Tensor) -> torch.Tensor:
-    """``(N, C, H, W)`` floats in [0, 1] -> ``(N, 1, 28, 28)``: grey levels; a 16×16 digit goes into MNIST's 20×20 box
-    centred in 28×28, anything else is resized to 28×28."""
-    from torchvision.transforms import functional as tvf
-
-    if images.shape[1] == 3:
-        images = tvf.rgb_to_grayscale(images)
-    if tuple(images.shape[-2:]) == (16, 16):
-        return tvf.pad(tvf.resize(images, [20, 20], antialias=True), [4, 4]).clamp(0, 1)
-    if tuple(images.shape[-2:]) != (28, 28):
-        images = tvf.resize(images, [28, 28], antialias=True)
-    return images.clamp(0, 1)
-
-
-def _torchvision_set(cls, root: Path, filename: str, **kwargs):
-    """``cls(root, download=False, **kwargs)`` with its md5 failure turned into an error naming the file."""
-    try:
-        return cls(str(root), download=False, **kwargs)
-    except RuntimeError as err:
-        raise ValueError(f"{root / filename} is not the original {cls.__name__} file (torchvision's md5 check "
-                         f"failed: {err}); supply the unmodified file") from err
-
-
-def _load_semeion(root: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    from torchvision.datasets import SEMEION
-
-    ds = _torchvision_set(SEMEION, root, "semeion.data")
-    x = torch.from_numpy(ds.data.astype(np.float32) / 255.0).unsqueeze(1)
-    return _to_mnist_frame(x), torch.as_tensor(ds.labels, dtype=torch.int64)
-
-
-def _load_svhn(root: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    from torchvision.datasets import SVHN
-
-    ds = _torchvision_set(SVHN, root, "test_32x32.mat", split="test")
-    x = torch.from_numpy(ds.data.astype(np.float32) / 255.0)
-    return _to_mnist_frame(x), torch.as_tensor(ds.labels, dtype=torch.int64)
-
-
-def _load_npz(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    with np.load(path, allow_pickle=False) as npz:
-        if "x" not in npz or "y" not in npz:
-            raise ValueError(f"{path} must hold arrays 'x' (N, 28, 28) and 'y' (N,), found {sorted(npz.files)}")
-        x, y = npz["x"], npz["y"]
-    if x.ndim == 3:
-        x = x[:, None]
-    if x.ndim != 4 or x.shape[1] != 1 or len(x) != len(y) or y.ndim != 1:
-        raise ValueError(f"{path}: expected x of shape (N, 28, 28) or (N, 1, 28, 28) and y of shape (N,), got "
-                         f"x {x.shape} and y {y.shape}")
-    x = x.astype(np.float32) / (255.0 if x.dtype == np.uint8 else 1.0)
-    if x.min() < 0 or x.max() > 1:
-        raise ValueError(f"{path}: x must be uint8 in [0, 255] or floats in [0, 1], got range [{x.min()}, {x.max()}]")
-    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() > 9:
-        raise ValueError(f"{path}: y must hold integer digits 0-9, got dtype {y.dtype}, range [{y.min()}, {y.max()}]")
-    return _to_mnist_frame(torch.from_numpy(x)), torch.from_numpy(y.astype(np.int64))
-
-
-#: Test set -> (file under data_root, loader, description).
-TEST_SETS: dict[str, tuple[str, Callable[[Path], tuple[torch.Tensor, torch.Tensor]], str]] = {
-    "anomnist": ("anomnist.npz", lambda root: _load_npz(root / "anomnist.npz"), "ANOMNIST (user-converted .npz)"),
-    "semeion": ("semeion.data", _load_semeion, "Semeion handwritten digits (UCI)"),
-    "svhn": ("test_32x32.mat", _load_svhn, "SVHN test split, grey levels"),
-}
-
-
-def missing_files(test_sets: list[str], data_root: str | Path | None) -> list[str]:
-    """The files of ``test_sets`` not present under ``data_root`` (all of them when it is ``None``)."""
-    return [TEST_SETS[name][0] for name in test_sets
-            if data_root is None or not (Path(data_root) / TEST_SETS[name][0]).is_file()]
-
-
-def not_supplied_message(test_sets: list[str], data_root: str | Path | None) -> str:
-    """Why a domain-shift cell cannot run, naming the files and the flag that supplies them."""
-    missing = missing_files(test_sets, data_root)
-    where = "no --data-root was given" if data_root is None else f"not found under {data_root}"
-    return (f"domain shift skipped: it needs {', '.join(missing)} ({where}); these data sets do not ship with "
-            "advbridge. Put them in a folder and rerun with --data-root FOLDER (file formats: "
-            "advbridge.evaluations.estimators.domain_shift)")
-
-
-def load_test_set(name: str, data_root: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """One domain-shift test set as MNIST-framed ``(N, 1, 28, 28)`` floats in [0, 1] and int64 labels."""
-    if name not in TEST_SETS:
-        raise ValueError(f"unknown test set {name!r}; expected one of {sorted(TEST_SETS)}")
-    missing = missing_files([name], data_root)
-    if missing:
-        raise DataNotSupplied(not_supplied_message([name], data_root))
-    return TEST_SETS[name][1](Path(data_root))
-
-
-def evaluate_domain_shift(models: Mapping[str, Model], test_sets: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
-                          batch_size: int = 256) -> dict[str, dict[str, dict[str, float]]]:
-    """``{test set: {model: {"accuracy", "log_likelihood", "n"}}}``; the log-likelihood is the mean
-    ``log softmax(z)_y`` (for a GPDNN, whose outputs are ``log p(y | x)``, its log predictive probability)."""
-    batch_size = check_positive_int(batch_size, "batch_size")
-    table: dict[str, dict[str, dict[str, float]]] = {}
-    for set_name, (x, y) in test_sets.items():
-        table[set_name] = {}
-        for model_name, model in models.items():
-            logits = model.logits(x, batch_size=batch_size).float().cpu()
-            logp = torch.log_softmax(logits, 1).gather(1, y.unsqueeze(1)).squeeze(1)
-            table[set_name][model_name] = {"accuracy": float((logits.argmax(1) == y).float().mean()),
-                                           "log_likelihood": float(logp.mean()), "n": len(y)}
-    return table
-
-
-# --------------------------------------------------------------------------- the suite estimator
 #: ``[[estimators]] name = "domain_shift"`` parameters and their defaults.
 DOMAIN_SHIFT_PARAMS: dict[str, Any] = {"models": None, "test_sets": ["anomnist", "semeion", "svhn"], "n": 1000,
                                        "dataset": "mnist5k", "seed": 0, "batch_size": 256}
@@ -154,12 +49,9 @@ DOMAIN_SHIFT_SUMMARY = ("Accuracy and log-likelihood of MNIST-trained models on 
 
 def validate_domain_shift(params: Mapping[str, Any]) -> str | None:
     """Why ``params`` is not a valid ``domain_shift`` estimator configuration, or ``None``."""
-    from advbridge.evaluations.data.datasets import DATASETS
-    from advbridge.evaluations.zoo.resolve import model_error
-
-    unknown = sorted(set(params) - set(DOMAIN_SHIFT_PARAMS))
-    if unknown:
-        return f"unknown parameter(s) {unknown}; expected some of {sorted(DOMAIN_SHIFT_PARAMS)}"
+    error = check_keys(params, DOMAIN_SHIFT_PARAMS)
+    if error:
+        return error
     p = {**DOMAIN_SHIFT_PARAMS, **params}
     if not isinstance(p["models"], list) or not p["models"] or len(set(map(str, p["models"]))) != len(p["models"]):
         return f"models must list at least one model name, without repeats, got {p['models']!r}"
@@ -189,9 +81,6 @@ def compute_domain_shift(model: Model, x: torch.Tensor, y: torch.Tensor, params:
     The cell's own ``model``, ``x`` and ``y`` only anchor the cell. Raises :class:`DataNotSupplied` (before any model
     is loaded) when a test set's file is missing.
     """
-    from advbridge.evaluations.data.datasets import load_dataset
-    from advbridge.evaluations.zoo.resolve import resolve_model
-
     error = validate_domain_shift(params)
     if error:
         raise ValueError(f"domain_shift estimator: {error}")
@@ -212,3 +101,7 @@ def compute_domain_shift(model: Model, x: torch.Tensor, y: torch.Tensor, params:
     metrics = {f"{key}[{s}][{m}]": v[key] for s, row in table.items() for m, v in row.items()
                for key in ("accuracy", "log_likelihood")}
     return metrics, {"table": table, "params": dict(p)}, {}
+
+
+DOMAIN_SHIFT = ESTIMATORS.add(Estimator("domain_shift", validate_domain_shift, compute_domain_shift,
+                                        DOMAIN_SHIFT_SUMMARY), rank=40)

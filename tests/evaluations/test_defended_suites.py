@@ -12,7 +12,8 @@ from advbridge.bridge import AttackSpec, run_attack
 from advbridge.defenses.magnet import MagNet, RandomizedMagNet, ReconstructionErrorDetector, graybox_random_row
 from advbridge.evaluations.cli.app import main
 from advbridge.evaluations.systems.defended import DefenseBuilder
-from advbridge.evaluations.execution.runner import Resources, run_suite
+from advbridge.evaluations.execution.runner import run_suite
+from advbridge.evaluations.execution.cells import Resources
 from advbridge.evaluations.core.store import ResultStore
 from advbridge.evaluations.suites.suite import SuiteError, load_suite
 

@@ -12,7 +12,8 @@ from PIL import Image
 
 from advbridge.evaluations.cli.app import main
 from advbridge.evaluations.zoo.generative import GeneratorRecipe, load_generator
-from advbridge.evaluations.execution.runner import Resources, run_suite
+from advbridge.evaluations.execution.runner import run_suite
+from advbridge.evaluations.execution.cells import Resources
 from advbridge.evaluations.core.store import ResultStore
 from advbridge.evaluations.suites.suite import SuiteError, load_suite
 

@@ -10,8 +10,10 @@ from advbridge.bridge import AttackSpec, Model
 from advbridge.defenses.magnet import MagNetOutputs
 from advbridge.evaluations.systems.defended import defense_metrics
 from advbridge.evaluations.analysis.kos import as_matrices
-from advbridge.evaluations.reports.kos import cell_matrices, kos_markdown
-from advbridge.evaluations.execution.runner import CellInputs, compute_cell, run_suite
+from advbridge.evaluations.reports.sections.kos import kos_markdown
+from advbridge.evaluations.reports.cells import cell_matrices
+from advbridge.evaluations.execution.runner import run_suite
+from advbridge.evaluations.execution.cells import CellInputs, compute_cell
 from advbridge.evaluations.suites.suite import METRICS, Cell, load_suite
 from torch import nn
 

@@ -14,15 +14,14 @@ import numpy as np
 
 from advbridge.defenses.magnet import graybox_random_row
 
-from advbridge.evaluations.reports.render import _fmt, _safe, _setting_key, stored_misclassified
+from advbridge.evaluations.core.formatting import fmt, safe, setting_key, setting_text
+from advbridge.evaluations.reports.cells import stored_misclassified
+from advbridge.evaluations.reports.section import SECTIONS, ReportData, Section, SuiteReport
+from advbridge.evaluations.suites.suite import Suite
 
 
 def _pct(value: Any) -> str:
-    return _fmt(value, pct=True)
-
-
-def _setting(r: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sorted(r["setting"].items())) or "defaults"
+    return fmt(value, pct=True)
 
 
 def _systems(done: list[dict[str, Any]]) -> list[str]:
@@ -36,7 +35,7 @@ def _systems(done: list[dict[str, Any]]) -> list[str]:
     return names
 
 
-def defense_markdown(suite, done: list[dict[str, Any]], plots: list[str]) -> list[str]:
+def defense_markdown(suite: Suite, done: list[dict[str, Any]], plots: list[str]) -> list[str]:
     """The defense sections of ``report.md``."""
     systems = _systems(done)
     if not systems:
@@ -83,7 +82,7 @@ def defense_markdown(suite, done: list[dict[str, Any]], plots: list[str]) -> lis
         lines += _graybox_tables(suite, done, graybox)
     lines += _roc_table(done)
     own = [p for p in plots if p.startswith("plots/roc_") or p.startswith("plots/defense_")]
-    own = [p for p in own if f"_{_safe(suite.name)}_" in p]
+    own = [p for p in own if f"_{safe(suite.name)}_" in p]
     if own:
         lines += ["Defense plots:", ""] + [f"![{p}]({p})" for p in own] + [""]
     return lines
@@ -103,7 +102,7 @@ def _clean_table(done: list[dict[str, Any]], systems: list[str]) -> list[str]:
             m = r["metrics"]
             lines.append(f"| {r['model']} | {name} | {r['n']} | {_pct(m.get('clean_accuracy'))} | "
                          f"{_pct(m[f'clean_accuracy_with_defense[{name}]'])} | {_pct(m[f'false_positive_rate[{name}]'])} | "
-                         f"{_fmt(m.get(f'already_misclassified[{name}]'))} |")
+                         f"{fmt(m.get(f'already_misclassified[{name}]'))} |")
     return lines + [""]
 
 
@@ -115,7 +114,7 @@ def _threat_table(done: list[dict[str, Any]], systems: list[str], threats: list[
     for c in done:
         r = c["record"]
         if r["threat"] in threats:
-            rows[(r["model"], r["label"], r["norm"], _setting(r), r["backend"])][r["threat"]] = r
+            rows[(r["model"], r["label"], r["norm"], setting_text(r["setting"]), r["backend"])][r["threat"]] = r
     head = ["model", "attack", "setting", "backend"]
     for t in threats:
         head += [f"attack success ({t})", f"no defense ({t})"]
@@ -125,7 +124,7 @@ def _threat_table(done: list[dict[str, Any]], systems: list[str], threats: list[
     lines = ["### Attacks against the defended systems", "", "| " + " | ".join(head) + " |",
              "|" + "---|" * len(head)]
     order = sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2],
-                                                 _setting_key(next(iter(kv[1].values()))["setting"]), kv[0][4]))
+                                                 setting_key(next(iter(kv[1].values()))["setting"]), kv[0][4]))
     for (model, label, norm, setting, backend), by_threat in order:
         cells = [model, f"{label} ({norm})", setting, backend]
         for t in threats:  # an attack that fails leaves "with defense" at 100% without testing the defense
@@ -140,7 +139,7 @@ def _threat_table(done: list[dict[str, Any]], systems: list[str], threats: list[
     return lines + [""]
 
 
-def _graybox_tables(suite, done: list[dict[str, Any]], threats: list[str]) -> list[str]:
+def _graybox_tables(suite: Suite, done: list[dict[str, Any]], threats: list[str]) -> list[str]:
     """Defend × attack matrix of accuracy with defense, the Random row as column means, and measured rows."""
     fixed = [d["name"] for d in suite.defenses
              if "randomize" not in d and str(d.get("reformer", "none")).startswith("D")]
@@ -150,7 +149,7 @@ def _graybox_tables(suite, done: list[dict[str, Any]], threats: list[str]) -> li
     for c in done:
         r = c["record"]
         if r["threat"] in threats:
-            groups[(r["model"], r["label"], r["norm"], _setting(r), r["backend"])][r["threat"]] = r
+            groups[(r["model"], r["label"], r["norm"], setting_text(r["setting"]), r["backend"])][r["threat"]] = r
     for (model, label, norm, setting, backend), by_threat in sorted(groups.items()):
         cols = [t for t in threats if t in by_threat]
         matrix = np.array([[by_threat[t]["metrics"].get(f"accuracy_with_defense[{name}]", np.nan) for t in cols]
@@ -172,7 +171,7 @@ def _graybox_tables(suite, done: list[dict[str, Any]], threats: list[str]) -> li
     return lines
 
 
-def _detector_scores(done: list[dict[str, Any]]):
+def _detector_scores(done: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
     """Per (model, system/detector, label, norm, threat): clean scores, successful-attack scores, threshold."""
     pooled: dict[tuple, dict[str, Any]] = {}
     for c in done:
@@ -253,7 +252,7 @@ def defense_plots(done: list[dict[str, Any]], folder: Path) -> list[str]:
         ax.legend(fontsize=6, loc="lower right")
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        name = f"roc_{_safe(suite)}_{_safe(model)}_{_safe(label)}_{norm}_{_safe(threat)}.png"
+        name = f"roc_{safe(suite)}_{safe(model)}_{safe(label)}_{norm}_{safe(threat)}.png"
         fig.savefig(folder / name, dpi=110)
         plt.close(fig)
         written.append(f"plots/{name}")
@@ -261,7 +260,7 @@ def defense_plots(done: list[dict[str, Any]], folder: Path) -> list[str]:
     return written
 
 
-def _defense_curves(done: list[dict[str, Any]], folder: Path, plt) -> list[str]:
+def _defense_curves(done: list[dict[str, Any]], folder: Path, plt: Any) -> list[str]:
     """Accuracy with defense against the one numeric grid parameter of an attack (e.g. κ), per system and threat."""
     curves: dict[tuple, dict[str, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
     for c in done:
@@ -291,8 +290,20 @@ def _defense_curves(done: list[dict[str, Any]], folder: Path, plt) -> list[str]:
         ax.legend(fontsize=6)
         ax.set_title(f"{model}: {label} ({norm}), {backend}", fontsize=9)
         fig.tight_layout()
-        name = f"defense_{_safe(suite)}_{_safe(model)}_{_safe(label)}_{norm}_{_safe(param)}_{backend}.png"
+        name = f"defense_{safe(suite)}_{safe(model)}_{safe(label)}_{norm}_{safe(param)}_{backend}.png"
         fig.savefig(folder / name, dpi=110)
         plt.close(fig)
         written.append(f"plots/{name}")
     return written
+
+
+def _markdown(report: SuiteReport) -> list[str]:
+    suite = report.suite
+    return defense_markdown(suite, report.done, report.plots) if suite is not None and suite.defenses else []
+
+
+def _plots(data: ReportData, folder: Path) -> list[str]:
+    return defense_plots(data.done, folder)
+
+
+DEFENSES = SECTIONS.add(Section("defenses", markdown=_markdown, plots=_plots), rank=30)

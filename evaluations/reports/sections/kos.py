@@ -13,27 +13,21 @@ from typing import Any
 
 import numpy as np
 
-from advbridge.evaluations.analysis.kos import (PAPER_CELLS, PAPER_MEAN, PAPER_PER_SOURCE, as_matrices, overall_mean, per_source_means,
-                  plot_matrix)
-from advbridge.evaluations.reports.defense import _setting
-from advbridge.evaluations.reports.render import _fmt, _safe
+from advbridge.evaluations.analysis.kos import overall_mean, per_source_means, plot_matrix
+from advbridge.evaluations.core.formatting import embed, fmt, safe, setting_text
+from advbridge.evaluations.papers.kos import PAPER_CELLS, PAPER_MEAN, PAPER_PER_SOURCE
+from advbridge.evaluations.reports.cells import cell_matrices
+from advbridge.evaluations.reports.section import SECTIONS, ReportData, Section, SuiteReport
 
 
 def _kos_cells(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted((c for c in done if c["record"]["attack"].startswith("kos_") and "target" in (c["samples"] or {})),
-                  key=lambda c: (c["record"]["model"], c["record"]["attack"], _setting(c["record"])))
-
-
-def cell_matrices(cell: dict[str, Any]) -> dict[str, np.ndarray]:
-    """The AS matrices of one stored Kos cell: inputs the classifier gets wrong when clean are already
-    misclassified (never a success, left out of the rates)."""
-    s = cell["samples"]
-    return as_matrices(s["label"], s["target"], s["pred_adv"], pred_clean=s.get("pred_clean"))
+                  key=lambda c: (c["record"]["model"], c["record"]["attack"], setting_text(c["record"]["setting"])))
 
 
 def _stem(cell: dict[str, Any]) -> str:
     r = cell["record"]
-    return f"kos_{_safe(r['suite'])}_{_safe(r['model'])}_{r['attack']}_{_safe(_setting(r))}"
+    return f"kos_{safe(r['suite'])}_{safe(r['model'])}_{r['attack']}_{safe(setting_text(r['setting']))}"
 
 
 def kos_plots(done: list[dict[str, Any]], folder: Path) -> list[str]:
@@ -65,11 +59,11 @@ def kos_markdown(done: list[dict[str, Any]], plots: list[str]) -> list[str]:
         r = cell["record"]
         m = cell_matrices(cell)
         ignore, target = per_source_means(m["as_ignore_target"]), per_source_means(m["as_target"])
-        setting = _setting(r)
+        setting = setting_text(r["setting"])
         lines += [f"### {r['attack']} on `{r['model']}` ({setting}, n = {r['n']})", "",
                   f"Mean over the pairs: AS_ignore-target **{100 * overall_mean(m['as_ignore_target']):.1f}%**, "
                   f"AS_target **{100 * overall_mean(m['as_target']):.1f}%** (paper, classifier attack: "
-                  f"{PAPER_MEAN[0]:.1f}% and {PAPER_MEAN[1]:.1f}%); median L2 {_fmt(r['metrics'].get('median_l2'))}; "
+                  f"{PAPER_MEAN[0]:.1f}% and {PAPER_MEAN[1]:.1f}%); median L2 {fmt(r['metrics'].get('median_l2'))}; "
                   f"{int(m['already_misclassified'].sum())} of {r['n']} inputs already misclassified.",
                   "", ("| source | inputs | already misclassified | AS_ignore-target | AS_target | "
                        "paper AS_ignore-target | paper AS_target |"),
@@ -85,9 +79,20 @@ def kos_markdown(done: list[dict[str, Any]], plots: list[str]) -> list[str]:
                          f"{pi:.2f}% ({pt:.2f}%) |")
         lines.append("")
         own = [p for p in plots if Path(p).name.startswith(_stem(cell) + "_")]
-        lines += [f"![{p}]({p})" for p in own] + [""]
+        lines += embed(own) + [""]
     return lines
 
 
 def _pct(value: float) -> str:
-    return "n/a" if value is None or not np.isfinite(value) else _fmt(float(value), pct=True)
+    return "n/a" if value is None or not np.isfinite(value) else fmt(float(value), pct=True)
+
+
+def _markdown(report: SuiteReport) -> list[str]:
+    return kos_markdown(report.done, report.plots)
+
+
+def _plots(data: ReportData, folder: Path) -> list[str]:
+    return kos_plots(data.done, folder)
+
+
+KOS = SECTIONS.add(Section("kos", markdown=_markdown, plots=_plots), rank=40)

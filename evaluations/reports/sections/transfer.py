@@ -16,12 +16,17 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from advbridge.evaluations.reports.render import _safe
+from advbridge.evaluations.analysis.transfer import plot_transfer
+from advbridge.evaluations.core.formatting import embed, safe
+from advbridge.evaluations.data.domain_shift import TEST_SETS, not_supplied_message
+from advbridge.evaluations.reports.section import SECTIONS, ReportData, Section, SuiteReport
+from advbridge.evaluations.suites.suite import Suite
 
 #: Our zoo model -> Szegedy's model name (Table 1).
 SZEGEDY_NAMES = {"mnist_fc10_wd1e-4": "FC10(1e-4)", "mnist_fc10_wd1e-2": "FC10(1e-2)", "mnist_fc10_wd1": "FC10(1)",
@@ -45,7 +50,7 @@ SZEGEDY_TABLE2 = {
 #: Our models -> Bradshaw's MNIST models (§8.3). Their NN (DC, arch B) has no counterpart here.
 BRADSHAW_NAMES = {"mnist_lenet": "NN (SC, arch A)", "mnist_gpdnn": "GPDNN (SC, arch C)"}
 #: Bradshaw §8.3 MNIST transfer: (crafted on or "none", evaluated on) -> (error, log-likelihood).
-BRADSHAW_MNIST = {
+BRADSHAW_MNIST: dict[tuple[str | None, str | None], tuple[float, float]] = {
     ("none", "NN (SC, arch A)"): (0.0100, -0.039), ("none", "GPDNN (SC, arch C)"): (0.007, -0.038),
     ("NN (SC, arch A)", "NN (SC, arch A)"): (1.000, -0.718), ("NN (SC, arch A)", "GPDNN (SC, arch C)"): (0.009, -0.056),
     ("GPDNN (SC, arch C)", "NN (SC, arch A)"): (0.031, -0.094),
@@ -64,8 +69,6 @@ BRADSHAW_CW = {"n": 1000, "failed_gpdnn": 381, "extra_perturbation": 0.529}
 
 def transfer_plots(estimates: list[dict[str, Any]], folder: Path) -> list[str]:
     """One heatmap per ``transfer`` estimate; paths relative to the report folder."""
-    from advbridge.evaluations.estimators.transfer import plot_transfer
-
     written = []
     for c in estimates:
         r = c["record"]
@@ -73,15 +76,15 @@ def transfer_plots(estimates: list[dict[str, Any]], folder: Path) -> list[str]:
             continue
         res = r["result"]["transfer"]
         labels = {**SZEGEDY_NAMES, **BRADSHAW_NAMES}
-        path = plot_transfer(res, folder / f"transfer_{_safe(r['suite'])}_{_safe(r['label'])}.png",
+        path = plot_transfer(res, folder / f"transfer_{safe(r['suite'])}_{safe(r['label'])}.png",
                              title=f"{r['suite']}: {r['label']} — {res['spec']['name']} ({res['backend']}), error %",
                              row_labels={k: v for k, v in labels.items() if k in res["columns"]})
         written.append(f"plots/{path.name}")
     return written
 
 
-def transfer_markdown(suite, estimates: list[dict[str, Any]], plots: list[str],
-                      done: list[dict[str, Any]] = ()) -> list[str]:
+def transfer_markdown(suite: Suite | None, estimates: list[dict[str, Any]], plots: list[str],
+                      done: Sequence[dict[str, Any]] = ()) -> list[str]:
     """The transfer, Table 1 and GPDNN robustness sections of ``report.md`` for one suite."""
     lines: list[str] = []
     for c in estimates:
@@ -93,17 +96,15 @@ def transfer_markdown(suite, estimates: list[dict[str, Any]], plots: list[str],
         if any("train_error" in row for row in table1):
             lines += _table1(res, table1)
         lines += _bradshaw_transfer(res) if bradshaw else _szegedy_transfer(res)
-        own = [p for p in plots if Path(p).name == f"transfer_{_safe(r['suite'])}_{_safe(r['label'])}.png"]
-        lines += [f"![{p}]({p})" for p in own] + [""]
+        own = [p for p in plots if Path(p).name == f"transfer_{safe(r['suite'])}_{safe(r['label'])}.png"]
+        lines += embed(own) + [""]
     lines += robustness_markdown(list(done))
     lines += domain_shift_markdown(suite, estimates)
     return lines
 
 
-def domain_shift_markdown(suite, estimates: list[dict[str, Any]]) -> list[str]:
+def domain_shift_markdown(suite: Suite | None, estimates: list[dict[str, Any]]) -> list[str]:
     """Bradshaw's domain-shift table from the ``domain_shift`` cells, or why it is missing."""
-    from advbridge.evaluations.estimators.domain_shift import TEST_SETS, not_supplied_message
-
     cells = [c for c in estimates if c["record"].get("estimator") == "domain_shift"]
     listed = [e for e in (suite.estimators if suite is not None else []) if e.name == "domain_shift"]
     if not cells and not listed:
@@ -254,3 +255,14 @@ def robustness_markdown(done: list[dict[str, Any]]) -> list[str]:
             lines.append(f"| {model} | {backend} | {text} | {int(v['correct'].sum())} of {len(v['correct'])} | "
                          f"{failed} | {paper} | {_num(ok_l2)} | {_num(pair_l2)} | {minus} | {ratio} |")
     return lines + [""]
+
+
+def _markdown(report: SuiteReport) -> list[str]:
+    return transfer_markdown(report.suite, report.estimates, report.plots, report.done)
+
+
+def _plots(data: ReportData, folder: Path) -> list[str]:
+    return transfer_plots(data.estimates, folder)
+
+
+TRANSFER = SECTIONS.add(Section("transfer", markdown=_markdown, plots=_plots), rank=60)

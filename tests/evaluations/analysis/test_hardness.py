@@ -9,10 +9,13 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from art.attacks.evasion import SaliencyMapMethod
+from torch import nn
 
-from advbridge.bridge import AttackSpec, crossval, run_attack
+from advbridge.bridge import AttackSpec, Model, crossval, run_attack
 from advbridge.bridge.attacks.jsma import PapernotJSMA
-from advbridge.evaluations.analysis.hardness import adversarial_distance, all_target_pairs, hardness_matrix, trapezoid_hardness
+from advbridge.evaluations.analysis.hardness import (adversarial_distance, all_target_pairs, hardness_matrix,
+                                                     trapezoid_hardness)
 
 LEVELS = (0.02, 0.05, 0.1)
 
@@ -130,8 +133,6 @@ def test_native_jsma_through_the_bridge(tiny, attack_set, pipeline64):
 
 def test_crossval_native_against_art(tiny, attack_set, pipeline64):
     x, y = attack_set[0][:6], attack_set[1][:6]
-    from art.attacks.evasion import SaliencyMapMethod
-
     report = crossval(tiny, x, y, AttackSpec("jsma", "l0", "random", {}), backends=("native", "art"),
                       progress=False)
     assert set(report.results) == {"native", "art"}
@@ -158,10 +159,6 @@ def soft():
     """A tiny random CNN on 8×8 inputs whose softmax outputs are all moderate (≥ 1e-3): there summing the
     Jacobian's rows is exact to rounding even for the least likely target, so the full-Jacobian reference needs no
     Σp = 1 shortcut. ``(model, float64 copy, x, y)``, every class a source twice."""
-    from torch import nn
-
-    from advbridge.bridge import Model
-
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 10))
     with torch.no_grad():
@@ -314,69 +311,3 @@ def test_hardness_matrix_float64_input_gives_the_float32_result(tiny, mnist5k):
     assert r64.per_pair["success_iter"] == r32.per_pair["success_iter"]
     np.testing.assert_array_equal(r64.hardness, r32.hardness)
     assert r64.success_rate == r32.success_rate
-
-
-SUITE = """\
-[suite]
-name = "hardness_small"
-models = ["mnist_tiny_cnn"]
-backends = ["art"]
-[data]
-n = 4
-[[attacks]]
-name = "fgsm"
-params = { eps = 0.1 }
-[[estimators]]
-name = "hardness"
-params = { levels = [0.02, 0.05, 0.1] }
-"""
-
-
-def test_estimator_cells_are_stored_reported_and_resumed(tmp_path, tiny, mnist5k):
-    from advbridge.evaluations.execution.runner import Resources, run_suite
-    from advbridge.evaluations.core.store import ResultStore
-    from advbridge.evaluations.suites.suite import SuiteError, load_suite
-
-    suite = load_suite("hardness_small", text=SUITE)
-    first = run_suite(suite, tmp_path, progress=False, device="cpu")
-    assert (first.total, first.computed, first.failed) == (2, 2, 0)  # the estimator shares the attack's slice
-    with ResultStore(tmp_path / "results.db") as store:
-        (cell,) = [c for c in store.cells(status="done") if c["record"].get("kind") == "estimator"]
-    x, y, _ = Resources(suite, device="cpu").slice("mnist_tiny_cnn", 4)
-    direct = hardness_matrix(tiny, x, y, levels=(0.02, 0.05, 0.1), progress=False)
-    assert cell["record"]["metrics"]["success_rate"] == pytest.approx(direct.success_rate)
-    report = (tmp_path / "report.md").read_text()
-    assert "## JSMA hardness" in report and "hardness_hardness_small_mnist_tiny_cnn_hardness.png" in report
-    again = run_suite(suite, tmp_path, progress=False, device="cpu")
-    assert (again.computed, again.skipped) == (0, 2)
-    with pytest.raises(SuiteError, match=r":\d+: estimator 'hardness': unknown parameter\(s\) \['level'\]"):
-        load_suite("bad.toml", text=SUITE.replace("levels =", "level ="))
-
-
-@pytest.mark.parametrize("params, message", [
-    ("theta = nan", r"theta must be a finite number, got nan"),
-    ("theta = 0", r"theta must be non-zero \(\+1 increases features, -1 decreases them\), got 0.0"),
-    ("batch_size = 0", r"batch_size must be a positive integer, got 0"),
-    ("headline_distortion = 1.5", r"headline_distortion must be a fraction in \(0, 1\], got 1.5"),
-    ("headline_distortion = -0.1", r"headline_distortion must be a positive finite number, got -0.1"),
-])
-def test_bad_estimator_params_fail_when_the_suite_loads(params, message):
-    """Before: accepted by the suite and failed only when the cell ran (or, for NaN θ, ran)."""
-    from advbridge.evaluations.suites.suite import SuiteError, load_suite
-
-    with pytest.raises(SuiteError, match=r":\d+: estimator 'hardness': " + message + "$"):
-        load_suite("bad.toml", text=SUITE.replace("params = { levels", f"params = {{ {params}, levels"))
-
-
-@pytest.mark.parametrize("params, message", [
-    ("batch_size = 0", r"batch_size must be a positive integer, got 0"),
-    ("quantile = 0", r"quantile must be a positive finite number, got 0"),
-    ("quantile = 1.5", r"quantile must lie in \(0, 1\], got 1.5"),
-])
-def test_bad_meanfield_params_fail_when_the_suite_loads(params, message):
-    from advbridge.evaluations.suites.suite import SuiteError, load_suite
-
-    text = SUITE.replace('name = "hardness"\nparams = { levels = [0.02, 0.05, 0.1] }',
-                         f'name = "meanfield"\nparams = {{ {params} }}')
-    with pytest.raises(SuiteError, match=r":\d+: estimator 'meanfield': " + message + "$"):
-        load_suite("bad.toml", text=text)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from advbridge.evaluations.analysis.kos import (PAPER_CELLS, PAPER_MEAN, PAPER_PER_SOURCE, PAPER_SOURCE_COUNTS, as_matrices,
-                                       overall_mean, per_source_means, plot_matrix)
+from advbridge.evaluations.analysis.kos import as_matrices, overall_mean, per_source_means, plot_matrix
+from advbridge.evaluations.papers.kos import PAPER_CELLS, PAPER_MEAN, PAPER_PER_SOURCE, PAPER_SOURCE_COUNTS
 
 # 3 classes. Pairs (source -> target): 0->1 ×3, 0->2 ×1, 1->0 ×2, 2->1 ×2; nothing for 1->2 and 2->0.
 SOURCE = [0, 0, 0, 0, 1, 1, 2, 2]

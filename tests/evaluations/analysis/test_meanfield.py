@@ -14,6 +14,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from advbridge.bridge.model import Normalize
+from advbridge.evaluations.analysis import gamma as gm
 from advbridge.evaluations.analysis import meanfield as mf
 from advbridge.evaluations.analysis.power_law import PowerLawFit, fit_power_law
 
@@ -39,14 +40,14 @@ def _loss_direction(model, x, y, direction):
 @pytest.mark.parametrize("direction", ["l2", "sign"])
 def test_gamma_methods_match_full_jacobian(tiny64, batch, direction):
     x, y = batch
-    h_ref, g_ref = mf.gamma(tiny64, x, y, direction=direction, method="jacobian")
+    h_ref, g_ref = gm.gamma(tiny64, x, y, direction=direction, method="jacobian")
     with torch.no_grad():
         assert torch.allclose(h_ref, tiny64(x), atol=1e-12)
     scale = g_ref.abs().max()
     assert scale > 0
     for method in ("linearized", "double_vjp", "jvp", "auto"):
-        h, g, used = mf._gamma(tiny64, x, y, direction=direction, method=method, batch_size=10)
-        assert used == (method if method != "auto" else mf.AUTO_ORDER[0])
+        h, g, used = gm.gamma_with_method(tiny64, x, y, direction=direction, method=method, batch_size=10)
+        assert used == (method if method != "auto" else gm.AUTO_ORDER[0])
         assert torch.allclose(h, h_ref, atol=1e-12)
         assert torch.allclose(g, g_ref, rtol=1e-9, atol=1e-9 * scale), (method, (g - g_ref).abs().max())
 
@@ -54,8 +55,8 @@ def test_gamma_methods_match_full_jacobian(tiny64, batch, direction):
 def test_gamma_float32_model_and_bridge_model(tiny, tiny64, batch):
     """float32 (the zoo model as is) against the float64 reference, and a bridge Model accepted as is."""
     x, y = batch
-    _, g64 = mf.gamma(tiny64, x, y, method="jacobian")
-    _, g32 = mf.gamma(tiny, x.float(), y)              # bridge Model: its pipeline is differentiated
+    _, g64 = gm.gamma(tiny64, x, y, method="jacobian")
+    _, g32 = gm.gamma(tiny, x.float(), y)              # bridge Model: its pipeline is differentiated
     assert g32.dtype == torch.float32
     assert torch.allclose(g32.double(), g64, rtol=1e-4, atol=1e-4 * g64.abs().max())
     assert tiny.module.training is False
@@ -65,7 +66,7 @@ def test_gamma_float32_model_and_bridge_model(tiny, tiny64, batch):
 def test_gamma_matches_finite_difference(tiny64, batch, direction):
     """(h(x + t·u) − h(x))/t at t = 1e-3: exact where no ReLU switches, close everywhere."""
     x, y = batch
-    h, g = mf.gamma(tiny64, x, y, direction=direction)
+    h, g = gm.gamma(tiny64, x, y, direction=direction)
     u = _loss_direction(tiny64, x, y, direction)
     t = 1e-3
     with torch.no_grad():
@@ -91,19 +92,19 @@ def test_linearized_covers_its_layers_and_steps_aside_otherwise(caplog):
     x = torch.rand(6, 1, 28, 28, dtype=torch.float64)
     y = torch.tensor([0, 3, 5, 7, 9, 1])
     for direction in ("l2", "sign"):
-        _, ref = mf.gamma(net, x, y, direction=direction, method="jacobian")
-        _, g, used = mf._gamma(net, x, y, direction=direction)
+        _, ref = gm.gamma(net, x, y, direction=direction, method="jacobian")
+        _, g, used = gm.gamma_with_method(net, x, y, direction=direction)
         assert used == "linearized"
         assert torch.allclose(g, ref, rtol=1e-9, atol=1e-9 * ref.abs().max())
     assert net.training and net[1][1].training
     other = nn.Sequential(nn.Flatten(), nn.ELU(), nn.Linear(784, 10)).double()
-    with caplog.at_level("INFO", logger="advbridge.evaluations.analysis.meanfield"):
-        _, g, used = mf._gamma(other, x, y)
+    with caplog.at_level("INFO", logger="advbridge.evaluations.analysis.gamma"):
+        _, g, used = gm.gamma_with_method(other, x, y)
     assert used == "double_vjp" and "not a plain nn.Sequential" in caplog.text
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
     with pytest.raises(RuntimeError, match="not a plain nn.Sequential of supported layers"):
-        mf.gamma(other, x, y, method="linearized")
-    assert torch.allclose(g, mf.gamma(other, x, y, method="jacobian")[1], atol=1e-10)
+        gm.gamma(other, x, y, method="linearized")
+    assert torch.allclose(g, gm.gamma(other, x, y, method="jacobian")[1], atol=1e-10)
 
 
 class _SquareOnceDifferentiable(torch.autograd.Function):
@@ -169,21 +170,21 @@ class _Net(nn.Module):
 def test_auto_falls_back_to_forward_mode(caplog):
     x = torch.randn(7, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     y = torch.tensor([0, 1, 2, 0, 1, 2, 0])
-    _, ref = mf.gamma(_Net(), x, y, method="jacobian")
+    _, ref = gm.gamma(_Net(), x, y, method="jacobian")
     once = _Net(_SquareOnceDifferentiable)
     # double backward through a once-differentiable backward silently loses that path: the check catches it
     with pytest.raises(RuntimeError, match="fails the check"):
-        mf.gamma(once, x, y, method="double_vjp")
-    with caplog.at_level("WARNING", logger="advbridge.evaluations.analysis.meanfield"):
-        _, g, used = mf._gamma(once, x, y, method="auto", batch_size=3)
+        gm.gamma(once, x, y, method="double_vjp")
+    with caplog.at_level("WARNING", logger="advbridge.evaluations.analysis.gamma"):
+        _, g, used = gm.gamma_with_method(once, x, y, method="auto", batch_size=3)
     assert used == "jvp" and "falling back to 'jvp'" in caplog.text
-    _, g_jvp = mf.gamma(_Net(), x, y, method="jvp")
+    _, g_jvp = gm.gamma(_Net(), x, y, method="jvp")
     assert torch.allclose(g, g_jvp, atol=1e-10) and torch.allclose(g, ref, atol=1e-10)
     # The other way round: no forward-mode rule, so "jvp" fails and "auto" (double VJP) gives the same Γ.
     no_fwd = _Net(_SquareNoForward)
     with pytest.raises((RuntimeError, NotImplementedError)):
-        mf.gamma(no_fwd, x, y, method="jvp")
-    _, g2, used2 = mf._gamma(no_fwd, x, y)
+        gm.gamma(no_fwd, x, y, method="jvp")
+    _, g2, used2 = gm.gamma_with_method(no_fwd, x, y)
     assert used2 == "double_vjp" and torch.allclose(g2, ref, atol=1e-10)
 
 
@@ -192,8 +193,8 @@ def test_random_model_fails_the_consistency_check(tiny64, batch):
     x, y = batch
     noisy = nn.Sequential(_Noise(), tiny64)
     with pytest.raises(RuntimeError, match="fails the check"):
-        mf.gamma(noisy, x, y, method="jvp")
-    _, g, used = mf._gamma(noisy, x, y)
+        gm.gamma(noisy, x, y, method="jvp")
+    _, g, used = gm.gamma_with_method(noisy, x, y)
     assert used == "double_vjp" and torch.isfinite(g).all()
 
 
@@ -205,18 +206,18 @@ class _Noise(nn.Module):
 def test_gamma_bad_arguments(tiny64, batch):
     x, y = batch
     with pytest.raises(ValueError, match=r"^direction must be 'l2' or 'sign', got 'x'$"):
-        mf.gamma(tiny64, x, y, direction="x")
+        gm.gamma(tiny64, x, y, direction="x")
     with pytest.raises(ValueError, match=r"^method must be one of \['auto', 'linearized', 'double_vjp', 'jvp', "
                                          r"'jacobian'\], got 'fd'$"):
-        mf.gamma(tiny64, x, y, method="fd")
+        gm.gamma(tiny64, x, y, method="fd")
     with pytest.raises(ValueError, match=r"^batch_size must be a positive integer, got 0$"):
-        mf.gamma(tiny64, x, y, batch_size=0)
+        gm.gamma(tiny64, x, y, batch_size=0)
     with pytest.raises(ValueError, match=r"^x and y must have the same length, got 24 and 23$"):
-        mf.gamma(tiny64, x, y[:-1])
+        gm.gamma(tiny64, x, y[:-1])
     with pytest.raises(ValueError, match=r"^y must lie in \[0, 10\), got a label 10$"):
-        mf.gamma(tiny64, x[:2], torch.tensor([0, 10]))
+        gm.gamma(tiny64, x[:2], torch.tensor([0, 10]))
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
-        mf.gamma(object(), x, y)
+        gm.gamma(object(), x, y)
 
 
 def _nan_at(x: torch.Tensor, *index) -> torch.Tensor:
@@ -244,35 +245,35 @@ def test_bad_input_names_the_argument(tiny, mnist5k, entry, case, make, error, m
     """Before: NaN failed the Γ consistency check as "not differentiable or random"; ×255 and channels-last ran."""
     x, y = make(mnist5k.x_test[:4]), mnist5k.y_test[:4]
     with pytest.raises(error, match=message):
-        getattr(mf, entry)(tiny, x, y)
+        {"gamma": gm.gamma, "estimate_meanfield": mf.estimate_meanfield}[entry](tiny, x, y)
 
 
 def test_plain_module_input_checks(tiny64, batch):
     """A plain module has no shape or bounds: NaN is refused always, shape and bounds when given."""
     x, y = batch[0][:4], batch[1][:4]
     with pytest.raises(ValueError, match=r"^x contains NaN or inf values in 1 of 4 inputs$"):
-        mf.gamma(tiny64, _nan_at(x, 2, 0, 1, 1), y)
+        gm.gamma(tiny64, _nan_at(x, 2, 0, 1, 1), y)
     with pytest.raises(ValueError, match=r"^x contains NaN or inf values in 1 of 3 inputs$"):
-        mf.gamma(_Net(), _nan_at(torch.zeros(3, 6, dtype=torch.float64), 0, 2), torch.tensor([0, 1, 2]))
+        gm.gamma(_Net(), _nan_at(torch.zeros(3, 6, dtype=torch.float64), 0, 2), torch.tensor([0, 1, 2]))
     with pytest.raises(ValueError, match=r"^x has values in \[0, 255\] outside the bounds \[0, 1\]"):
         mf.estimate_meanfield(tiny64, x * 255, y, bounds=(0, 1))
     with pytest.raises(ValueError, match=r"^x looks channels-last"):
-        mf.gamma(tiny64, x.permute(0, 2, 3, 1), y, input_shape=(1, 28, 28))
+        gm.gamma(tiny64, x.permute(0, 2, 3, 1), y, input_shape=(1, 28, 28))
     with pytest.raises(TypeError, match=r"^x must be a floating-point array \(float32 or float64\), got dtype "
                                         r"torch.uint8$"):
-        mf.gamma(tiny64, (x * 255).to(torch.uint8), y)
-    _, g = mf.gamma(tiny64, x, y, input_shape=(1, 28, 28), bounds=(0, 1))   # valid input: float64 kept
-    assert g.dtype == torch.float64 and torch.allclose(g, mf.gamma(tiny64, x, y)[1])
+        gm.gamma(tiny64, (x * 255).to(torch.uint8), y)
+    _, g = gm.gamma(tiny64, x, y, input_shape=(1, 28, 28), bounds=(0, 1))   # valid input: float64 kept
+    assert g.dtype == torch.float64 and torch.allclose(g, gm.gamma(tiny64, x, y)[1])
 
 
 def test_bridge_model_labels_are_checked_like_run_attack(tiny, mnist5k):
     x = mnist5k.x_test[:2]
     with pytest.raises(ValueError, match=r"^y has labels in \[-1, 3\]; expected 0 <= y < 10$"):
-        mf.gamma(tiny, x, torch.tensor([-1, 3]))
+        gm.gamma(tiny, x, torch.tensor([-1, 3]))
     with pytest.raises(TypeError, match=r"^y must hold integer class indices, got dtype torch.float32$"):
-        mf.gamma(tiny, x, torch.tensor([1.0, 3.0]))
-    _, g64 = mf.gamma(tiny, x.double(), mnist5k.y_test[:2])               # float64 input to a float32 model
-    assert torch.allclose(g64, mf.gamma(tiny, x, mnist5k.y_test[:2])[1])
+        gm.gamma(tiny, x, torch.tensor([1.0, 3.0]))
+    _, g64 = gm.gamma(tiny, x.double(), mnist5k.y_test[:2])               # float64 input to a float32 model
+    assert torch.allclose(g64, gm.gamma(tiny, x, mnist5k.y_test[:2])[1])
 
 
 # --------------------------------------------------------------------------- linear response
@@ -345,7 +346,7 @@ def test_linear_model_prediction_is_exact(mnist5k, direction):
     model = _logistic_regression(mnist5k)
     x, y = mnist5k.x_test[:300].double(), mnist5k.y_test[:300]
     est = mf.estimate_meanfield(model, x, y, direction=direction)
-    assert est.method == mf.AUTO_ORDER[0] and 0.7 < est.clean_accuracy < 1.0
+    assert est.method == gm.AUTO_ORDER[0] and 0.7 < est.clean_accuracy < 1.0
     xc, yc = x[est.used], y[est.used]
     u = _loss_direction(model, xc, yc, direction)
     eps_lin = est.eps_lin[est.used]

@@ -1,16 +1,14 @@
-"""Transfer matrix: 100% diagonal for minimal attacks, noise rows, Szegedy's distortion, the estimator and report."""
+"""Transfer matrix: 100% diagonal for minimal attacks, noise rows, Szegedy's distortion, validation."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pytest
 import torch
 
 from advbridge.bridge import AttackSpec
-from advbridge.evaluations.estimators.transfer import (TransferResult, distortion, plot_transfer, transfer_matrix,
-                                            validate_transfer)
+from advbridge.evaluations.estimators.transfer import validate_transfer
+from advbridge.evaluations.analysis.transfer import TransferResult, distortion, plot_transfer, transfer_matrix
 from advbridge.evaluations.zoo.classifiers import load_model
 
 
@@ -117,27 +115,3 @@ def test_validation_errors(two_models, inputs):
     szegedy = ["mnist_fc10_wd1e-4", "mnist_fc10_wd1e-2", "mnist_fc10_wd1", "mnist_mlp", "mnist_fc200", "mnist_ae400"]
     assert validate_transfer({"models": szegedy + ["mnist_lenet", "mnist_gpdnn"], "attack": "cw",
                               "backend": "foolbox"}) is None
-
-
-def test_estimator_and_report(tiny, mnist5k, inputs, tmp_path):
-    from advbridge.evaluations.estimators.base import ESTIMATORS
-    from advbridge.evaluations.reports.transfer import transfer_markdown, transfer_plots
-
-    x, y = inputs
-    params = {"models": ["mnist_tiny_cnn", "mnist_fc10_wd1e-2"], "attack": "deepfool", "backend": "foolbox",
-              "noise_sigmas": [0.1]}
-    assert ESTIMATORS["transfer"].validate(params) is None
-    metrics, result, samples = ESTIMATORS["transfer"].compute(tiny, x, y, params, progress=False)
-    assert result["transfer"]["rows"] == ["mnist_tiny_cnn", "mnist_fc10_wd1e-2", "noise σ=0.1"]
-    table1 = {row["model"]: row for row in result["table1"]}
-    assert 0 < table1["mnist_fc10_wd1e-2"]["train_error"] < 0.2
-    assert metrics["test_error[mnist_fc10_wd1e-2]"] == table1["mnist_fc10_wd1e-2"]["test_error"]
-    assert metrics["distortion[mnist_tiny_cnn]"] == pytest.approx(result["transfer"]["distortion"][0])
-    assert len(samples["distortion[noise σ=0.1]"]) == len(x)
-    record = {"estimator": "transfer", "suite": "s", "label": "transfer", "result": result, "model": "mnist_tiny_cnn"}
-    plots = transfer_plots([{"record": record}], tmp_path / "plots")
-    assert plots == ["plots/transfer_s_transfer.png"] and (tmp_path / plots[0]).exists()
-    text = "\n".join(transfer_markdown(None, [{"record": record}], plots))
-    assert "Table 1" in text and "| mnist_fc10_wd1e-2 | FC10(1e-2) |" in text and "/ 10.0%" in text
-    assert "Table 2" in text and "| noise σ=0.1 |" in text and "(0.100)" in text and "(10.1%)" in text
-    assert not math.isnan(metrics["mean_transfer_error"])

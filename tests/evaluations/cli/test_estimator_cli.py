@@ -58,7 +58,7 @@ def test_transfer_cli_matches_the_library(tmp_path, capsys, tiny, mnist5k):
     import torch
 
     from advbridge.bridge import AttackSpec
-    from advbridge.evaluations.estimators.transfer import transfer_matrix
+    from advbridge.evaluations.analysis.transfer import transfer_matrix
     from advbridge.evaluations.zoo.classifiers import load_model
 
     out = tmp_path / "t"

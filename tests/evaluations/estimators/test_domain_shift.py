@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from advbridge.evaluations.estimators.domain_shift import (DataNotSupplied, evaluate_domain_shift, load_test_set,
-                                                validate_domain_shift)
-from advbridge.evaluations.zoo.classifiers import load_model
+from advbridge.evaluations.core.store import ResultStore
+from advbridge.evaluations.estimators.domain_shift import validate_domain_shift
+from advbridge.evaluations.execution.runner import run_suite
+from advbridge.evaluations.suites.suite import load_suite
 
 SUITE = """\
 [suite]
@@ -30,10 +31,6 @@ def _write_anomnist(folder, mnist5k, n: int = 60):
 
 
 def test_skipped_without_data_then_run_when_supplied(tmp_path, tiny, mnist5k):
-    from advbridge.evaluations.execution.runner import run_suite
-    from advbridge.evaluations.core.store import ResultStore
-    from advbridge.evaluations.suites.suite import load_suite
-
     suite = load_suite("shift_small", text=SUITE)
     out = tmp_path / "out"
     first = run_suite(suite, out, progress=False, device="cpu")
@@ -68,36 +65,7 @@ def test_skipped_without_data_then_run_when_supplied(tmp_path, tiny, mnist5k):
     assert (third.computed, third.skipped) == (0, 1)
 
 
-def test_test_sets_are_framed_like_mnist(tmp_path, tiny, mnist5k):
-    from advbridge.evaluations.estimators.domain_shift import _to_mnist_frame
-
-    svhn_like = torch.rand(3, 3, 32, 32)
-    assert _to_mnist_frame(svhn_like).shape == (3, 1, 28, 28)
-    semeion_like = torch.ones(2, 1, 16, 16)
-    framed = _to_mnist_frame(semeion_like)
-    assert framed.shape == (2, 1, 28, 28)
-    assert framed[:, :, :4].abs().max() == 0 and framed[:, :, 4:24, 4:24].min() > 0.99  # a 20×20 box, centred
-    fc10 = load_model("mnist_fc10_wd1e-2", "mnist5k", device="cpu", data=mnist5k).model
-    table = evaluate_domain_shift({"tiny": tiny, "fc10": fc10}, {"mnist": (mnist5k.x_test[:50], mnist5k.y_test[:50])})
-    assert set(table["mnist"]) == {"tiny", "fc10"} and table["mnist"]["tiny"]["log_likelihood"] < 0
-
-
-def test_bad_input_gets_clear_errors(tmp_path, mnist5k):
-    with pytest.raises(DataNotSupplied, match="needs semeion.data .no --data-root was given"):
-        load_test_set("semeion", None)
-    with pytest.raises(DataNotSupplied, match=r"needs test_32x32.mat \(not found under"):
-        load_test_set("svhn", tmp_path)
-    with pytest.raises(ValueError, match="unknown test set 'usps'"):
-        load_test_set("usps", tmp_path)
-    np.savez(tmp_path / "anomnist.npz", x=np.zeros((3, 28, 28), np.uint8), y=np.array([0, 1, 12]))
-    with pytest.raises(ValueError, match="y must hold integer digits 0-9"):
-        load_test_set("anomnist", tmp_path)
-    np.savez(tmp_path / "anomnist.npz", images=np.zeros((3, 28, 28), np.uint8))
-    with pytest.raises(ValueError, match=r"must hold arrays 'x' \(N, 28, 28\) and 'y' \(N,\), found \['images'\]"):
-        load_test_set("anomnist", tmp_path)
-    (tmp_path / "semeion.data").write_text("0 1\n")
-    with pytest.raises(ValueError, match="semeion.data is not the original SEMEION file .torchvision's md5 check"):
-        load_test_set("semeion", tmp_path)
+def test_bad_params_get_clear_errors():
     assert "test_sets must list some of" in validate_domain_shift({"models": ["mnist_tiny_cnn"], "test_sets": ["x"]})
     assert "unknown model 'resnet'" in validate_domain_shift({"models": ["resnet"]})
     assert "dataset must be an MNIST data set" in validate_domain_shift({"models": ["mnist_tiny_cnn"],

@@ -1,8 +1,9 @@
 """A shipped suite run from an empty cache reproduces its committed numbers (#19): the shipped weights, not whoever
 trained first on which machine, decide them, and nothing is trained.
 
-The reference, ``data/goodfellow_fgsm_quick.json``, is the quick ``goodfellow_fgsm`` run made once from the shipped
-weights (``python tests/evaluations/test_reproducible_report.py`` rewrites it after ``make weights``).
+The reference, ``tests/evaluations/data/goodfellow_fgsm_quick.json``, is the quick ``goodfellow_fgsm`` run made once
+from the shipped weights (``python tests/evaluations/reports/test_reproducible_report.py`` rewrites it after
+``make weights``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from advbridge.evaluations.core.store import ResultStore
 from advbridge.evaluations.suites.suite import load_suite
 from advbridge.evaluations.core.cache import WEIGHTS_DIR
 
-REFERENCE = Path(__file__).with_name("data") / "goodfellow_fgsm_quick.json"
+REFERENCE = Path(__file__).parents[1] / "data" / "goodfellow_fgsm_quick.json"
 SUITE = WEIGHTS_DIR.parent / "suites" / "goodfellow_fgsm.toml"
 #: Rates are counts over the inputs and must match exactly; means of probabilities to float32 rounding.
 EXACT = ("clean_accuracy", "adversarial_accuracy", "error_rate")
@@ -72,6 +73,6 @@ if __name__ == "__main__":  # rewrite the reference from the shipped weights
         os.environ["ADVBRIDGE_CACHE"] = str(Path(tmp) / "cache")
         cells = run_quick(Path(tmp) / "run", 1)
     REFERENCE.write_text(json.dumps({"suite": "goodfellow_fgsm", "quick": True, "threads": 1,
-                                     "made_with": "python tests/evaluations/test_reproducible_report.py",
+                                     "made_with": "python tests/evaluations/reports/test_reproducible_report.py",
                                      "cells": cells}, indent=1, sort_keys=True) + "\n")
     print(f"wrote {REFERENCE} ({len(cells)} cells)", file=sys.stderr)
