@@ -17,7 +17,7 @@ import torch
 
 from advbridge.evaluations.execution.executors.ray import init_ray
 from advbridge.evaluations.execution.runner import run_suite
-from advbridge.evaluations.suites.suite import load_suite
+from advbridge.evaluations.suites.load import load_suite
 from advbridge.evaluations.zoo.classifiers import load_model
 
 SUITE = """\

@@ -106,11 +106,11 @@ def project(generator: nn.Module, x: torch.Tensor, latent_dim: int, *, steps: in
     b = len(x)
     z0 = initial_codes(b, restarts, latent_dim, init_std, seed, x.device, x.dtype)
     if batched:
-        z, mse = _descend(generator, x.repeat_interleave(restarts, 0), z0.reshape(b * restarts, latent_dim),
+        z, mse = descend(generator, x.repeat_interleave(restarts, 0), z0.reshape(b * restarts, latent_dim),
                           steps, lr, momentum, optimizer, bounds, create_graph)
         z, mse = z.reshape(b, restarts, latent_dim), mse.reshape(b, restarts)
     else:
-        parts = [_descend(generator, x, z0[:, r], steps, lr, momentum, optimizer, bounds, create_graph)
+        parts = [descend(generator, x, z0[:, r], steps, lr, momentum, optimizer, bounds, create_graph)
                  for r in range(restarts)]
         z, mse = torch.stack([p[0] for p in parts], 1), torch.stack([p[1] for p in parts], 1)
     best = mse.detach().argmin(1)
@@ -120,7 +120,7 @@ def project(generator: nn.Module, x: torch.Tensor, latent_dim: int, *, steps: in
     return Projection(z_best, images, mse[rows, best])
 
 
-def _descend(generator: nn.Module, x: torch.Tensor, z0: torch.Tensor, steps: int, lr: float, momentum: float,
+def descend(generator: nn.Module, x: torch.Tensor, z0: torch.Tensor, steps: int, lr: float, momentum: float,
              optimizer: str, bounds: tuple[float, float], create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """``steps`` descent steps on the summed per-image MSE; returns final codes and their per-image MSE."""
     z = z0.clone().requires_grad_(True)

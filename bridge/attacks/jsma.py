@@ -152,18 +152,18 @@ class PapernotJSMA(EvasionAttack):
                 if not keep.any():
                     break
                 rows = idx[keep]
-                if self.saliency_on == "probs":  # one VJP: Σ_c ∂p_c/∂x = 0 (see _best_pairs_probs)
+                if self.saliency_on == "probs":  # one VJP: Σ_c ∂p_c/∂x = 0 (see best_pairs_probs)
                     target_out = torch.softmax(logits[keep], 1).gather(1, t[rows].unsqueeze(1)).sum()
                     alpha, = torch.autograd.grad(target_out, xa)
                     calls += 1
-                    p, q, found = self._best_pairs_probs(alpha[keep].flatten(1), domain[rows], self.theta)
+                    p, q, found = self.best_pairs_probs(alpha[keep].flatten(1), domain[rows], self.theta)
                 else:  # two VJPs: ∂F_t/∂x and ∂ΣF/∂x
                     target_out = logits[keep].gather(1, t[rows].unsqueeze(1)).sum()
                     alpha, = torch.autograd.grad(target_out, xa, retain_graph=True)
                     total, = torch.autograd.grad(logits[keep].sum(), xa)
                     calls += 2
                     alpha = alpha[keep].flatten(1)
-                    p, q, found = self._best_pairs(alpha, total[keep].flatten(1) - alpha, domain[rows])
+                    p, q, found = self.best_pairs(alpha, total[keep].flatten(1) - alpha, domain[rows])
             stuck = rows[~found]
             active[stuck] = False
             stop[stuck] = it
@@ -176,7 +176,7 @@ class PapernotJSMA(EvasionAttack):
             stop[few] = it + 1
         return flat.reshape(shape).detach(), success, stop, calls
 
-    def _best_pairs(self, alpha: torch.Tensor, beta: torch.Tensor, domain: torch.Tensor):
+    def best_pairs(self, alpha: torch.Tensor, beta: torch.Tensor, domain: torch.Tensor):
         """Per row, the pair (p ≠ q) of domain features maximising −(α_p+α_q)(β_p+β_q) under the sign conditions.
 
         Exact, without scoring all D² pairs: ``U_p = max(0, α_p + max α)·max(0, −β_p − min β)`` bounds the score of
@@ -211,7 +211,7 @@ class PapernotJSMA(EvasionAttack):
         return p, q, found
 
     @staticmethod
-    def _best_pairs_probs(alpha: torch.Tensor, domain: torch.Tensor, theta: float):
+    def best_pairs_probs(alpha: torch.Tensor, domain: torch.Tensor, theta: float):
         """The same choice on softmax outputs in O(D): there Σ_c ∂p_c/∂x = 0, so β = −α and −A·B = A², maximised
         by the two domain features with the largest θ·α (valid while their sum is positive)."""
         a = torch.where(domain, (1.0 if theta > 0 else -1.0) * alpha, torch.full_like(alpha, -torch.inf))

@@ -12,8 +12,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .vae import _batches, _check_images, _check_positive_float, _check_positive_int, _check_training_data, _randn
+from ..params import check_positive, check_positive_int
+from .common import batches, check_image_batch, check_training_data, randn
 from .wgan_gp import WGANCritic, WGANGenerator
+
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +60,7 @@ class AlphaGAN(nn.Module):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Deterministic code ``E(x)``, ``(B, latent_dim)``."""
-        _check_images(x, self.image_shape)
+        check_image_batch(x, self.image_shape)
         return self.encoder(x)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -106,12 +108,12 @@ def train_alpha_gan(model: AlphaGAN, x: torch.Tensor, *, epochs: int = 20, batch
     :returns: The mean per-pixel L1 reconstruction error ``mean |x − G(E(x))|`` of each epoch (measured on
         the training batches before each step).
     """
-    _check_positive_int("epochs", epochs)
-    _check_positive_float("lr", lr)
+    check_positive_int(epochs, "epochs")
+    check_positive(lr, "lr")
     if isinstance(reconstruction_weight, bool) or not isinstance(reconstruction_weight, (int, float)) \
             or reconstruction_weight < 0:
         raise ValueError(f"reconstruction_weight must be a number >= 0, got {reconstruction_weight!r}")
-    _check_training_data(x, model.image_shape, batch_size)
+    check_training_data(x, model.image_shape, batch_size)
     gen = torch.Generator().manual_seed(seed)
     model.to(device).train()
     enc, g, d, c = model.encoder, model.generator, model.discriminator, model.code_discriminator
@@ -121,9 +123,9 @@ def train_alpha_gan(model: AlphaGAN, x: torch.Tensor, *, epochs: int = 20, batch
     history = []
     for _ in tqdm(range(epochs), desc="train alpha-GAN", unit="epoch", leave=False):
         total_l1 = total_d = total_c = 0.0
-        for real in _batches(x, batch_size, gen, device):
+        for real in batches(x, batch_size, gen, device):
             z_x = enc(real)
-            z = _randn(z_x.shape, gen, z_x)
+            z = randn(z_x.shape, gen, z_x)
             x_r, x_g = g(z_x), g(z)
             l1 = (real - x_r).abs().mean()
             rec = reconstruction_weight * RECONSTRUCTION_SCALE * l1

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torchvision.utils import save_image
 
-from .vae import _check_positive_int
+from ..params import check_positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +26,8 @@ def sample_images(generator_fn: Callable[[torch.Tensor], torch.Tensor], latent_d
         ``nn.Module`` (or a bound method of one), else the CPU.
     :returns: The images, on the generator's device.
     """
-    _check_positive_int("latent_dim", latent_dim)
-    _check_positive_int("n", n)
+    check_positive_int(latent_dim, "latent_dim")
+    check_positive_int(n, "n")
     if device is None:
         module = generator_fn if isinstance(generator_fn, nn.Module) else getattr(generator_fn, "__self__", None)
         param = next(module.parameters(), None) if isinstance(module, nn.Module) else None
@@ -51,7 +51,7 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8) -> Path:
     :returns: The path written (parent folders are created).
     """
     images = _check_grid_images(images, "images")
-    _check_positive_int("nrow", nrow)
+    check_positive_int(nrow, "nrow")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(images, path, nrow=nrow, padding=2, format="png")
@@ -70,7 +70,7 @@ def save_reconstructions(x: torch.Tensor, recon: torch.Tensor, path: str | Path,
     x, recon = _check_grid_images(x, "x"), _check_grid_images(recon, "recon")
     if x.shape != recon.shape:
         raise ValueError(f"recon must have the shape of x {tuple(x.shape)}, got {tuple(recon.shape)}")
-    _check_positive_int("nrow", nrow)
+    check_positive_int(nrow, "nrow")
     pad = (-len(x)) % nrow
     if pad:
         blank = x.new_zeros((pad,) + tuple(x.shape[1:]))

@@ -1,77 +1,23 @@
 """A small convolutional VAE (Kingma & Welling 2014) for MNIST or CIFAR-sized images, and its training loop.
 
 Its negative ELBO is the loss of the Kos et al. "VAE attack" (algorithms.md §4.1) and its decoder a fast
-default generator for invert-and-classify (§3.3). Also holds the argument checks and batching shared by the
-other modules of :mod:`advbridge.defenses.generative`.
+default generator for invert-and-classify (§3.3).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..params import check_positive, check_positive_int
+from .common import batches, check_image_batch, check_training_data, feature_size, randn
+
 logger = logging.getLogger(__name__)
 
 LIKELIHOODS = ("bernoulli", "gaussian")
-#: Image side -> side of the feature map after two stride-2 convolutions.
-FEATURE_SIZES = {28: 7, 32: 8}
-
-
-def _check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-def _check_positive_float(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
-
-
-def _feature_size(channels, image_size) -> int:
-    """Validate ``channels`` and ``image_size``; return the side of the 4x-downsampled feature map."""
-    _check_positive_int("channels", channels)
-    if image_size not in FEATURE_SIZES or isinstance(image_size, bool):
-        raise ValueError(f"image_size must be one of {sorted(FEATURE_SIZES)}, got {image_size!r}")
-    return FEATURE_SIZES[image_size]
-
-
-def _check_images(x, shape: tuple[int, int, int], name: str = "x") -> None:
-    """Raise unless ``x`` is a ``(B, *shape)`` tensor."""
-    if not isinstance(x, torch.Tensor) or x.dim() != 4 or tuple(x.shape[1:]) != tuple(shape):
-        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"{name} must be a (B, {', '.join(map(str, shape))}) tensor, got {got}")
-
-
-def _check_training_data(x, shape: tuple[int, int, int], batch_size) -> None:
-    """Images of the model's shape in [0, 1] (every model here ends in a sigmoid), at least one of them."""
-    _check_images(x, shape)
-    _check_positive_int("batch_size", batch_size)
-    if len(x) == 0:
-        raise ValueError("x must hold at least one image, got an empty tensor")
-    if float(x.min()) < 0 or float(x.max()) > 1:
-        raise ValueError(f"x must lie in [0, 1], got values in [{float(x.min()):.3g}, {float(x.max()):.3g}]")
-
-
-def _batches(x: torch.Tensor, batch_size: int, gen: torch.Generator, device):
-    """One epoch of shuffled batches of ``x`` (the permutation drawn from the CPU generator ``gen``)."""
-    perm = torch.randperm(len(x), generator=gen)
-    for start in range(0, len(x), batch_size):
-        yield x[perm[start:start + batch_size]].to(device)
-
-
-def _randn(shape, gen: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
-    """``N(0, I)`` noise on ``like``'s device and dtype, drawn from ``gen`` (on whatever device it lives)."""
-    if gen is None:
-        return torch.randn(shape, device=like.device, dtype=like.dtype)
-    return torch.randn(shape, generator=gen, device=gen.device, dtype=like.dtype).to(like.device)
-
-
 class _Decoder(nn.Module):
     """``z (B, d) -> images (B, C, H, W)`` in [0, 1]; :meth:`logits` gives the pre-sigmoid output."""
 
@@ -111,8 +57,8 @@ class VAE(nn.Module):
     def __init__(self, latent_dim: int = 32, channels: int = 1, image_size: int = 28,
                  likelihood: str = "bernoulli") -> None:
         super().__init__()
-        self.latent_dim = _check_positive_int("latent_dim", latent_dim)
-        side = _feature_size(channels, image_size)
+        self.latent_dim = check_positive_int(latent_dim, "latent_dim")
+        side = feature_size(channels, image_size)
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {list(LIKELIHOODS)}, got {likelihood!r}")
         self.channels, self.image_size, self.likelihood = channels, image_size, likelihood
@@ -130,7 +76,7 @@ class VAE(nn.Module):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-variance of ``q(z|x)``, each ``(B, latent_dim)``."""
-        _check_images(x, self.image_shape)
+        check_image_batch(x, self.image_shape)
         h = self.encoder(x)
         return self.mu(h), self.logvar(h)
 
@@ -168,11 +114,11 @@ class VAE(nn.Module):
         :param sample: ``False``: z = mu (deterministic); ``True``: one reparameterised sample per image.
         :param generator: Optional torch.Generator for the sample's noise (on any device).
         """
-        _check_images(x_target, self.image_shape, "x_target")
+        check_image_batch(x_target, self.image_shape, "x_target")
         if len(x_target) != len(x_in):
             raise ValueError(f"x_target must hold as many images as x_in ({len(x_in)}), got {len(x_target)}")
         mu, logvar = self.encode(x_in)
-        z = mu + torch.exp(0.5 * logvar) * _randn(mu.shape, generator, mu) if sample else mu
+        z = mu + torch.exp(0.5 * logvar) * randn(mu.shape, generator, mu) if sample else mu
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1)
         logits = self.decoder_logits(z)
         if self.likelihood == "bernoulli":
@@ -194,16 +140,16 @@ def train_vae(vae: VAE, x: torch.Tensor, *, epochs: int = 30, batch_size: int = 
     :param x: Training images ``(N, C, H, W)`` in [0, 1].
     :returns: The mean per-image negative ELBO (nats) of each epoch.
     """
-    _check_positive_int("epochs", epochs)
-    _check_positive_float("lr", lr)
-    _check_training_data(x, vae.image_shape, batch_size)
+    check_positive_int(epochs, "epochs")
+    check_positive(lr, "lr")
+    check_training_data(x, vae.image_shape, batch_size)
     gen = torch.Generator().manual_seed(seed)
     vae.to(device).train()
     opt = torch.optim.Adam(vae.parameters(), lr=lr)
     history = []
     for _ in tqdm(range(epochs), desc="train VAE", unit="epoch", leave=False):
         total = 0.0
-        for batch in _batches(x, batch_size, gen, device):
+        for batch in batches(x, batch_size, gen, device):
             loss = vae.neg_elbo(batch, batch, sample=True, generator=gen).mean()
             opt.zero_grad()
             loss.backward()

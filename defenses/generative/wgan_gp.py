@@ -12,8 +12,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .vae import (_check_images, _check_positive_float, _check_positive_int, _check_training_data, _feature_size,
-                  _randn)
+from ..params import check_positive, check_positive_int
+from .common import check_image_batch, check_training_data, feature_size, randn
+
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +35,9 @@ class WGANGenerator(nn.Module):
 
     def __init__(self, latent_dim: int = 128, channels: int = 1, image_size: int = 28, width: int = 64) -> None:
         super().__init__()
-        self.latent_dim = _check_positive_int("latent_dim", latent_dim)
-        side = _feature_size(channels, image_size)
-        _check_positive_int("width", width)
+        self.latent_dim = check_positive_int(latent_dim, "latent_dim")
+        side = feature_size(channels, image_size)
+        check_positive_int(width, "width")
         self.channels, self.image_size = channels, image_size
         self.net = nn.Sequential(
             nn.Linear(latent_dim, 2 * width * side * side), nn.ReLU(),
@@ -67,8 +68,8 @@ class WGANCritic(nn.Module):
 
     def __init__(self, channels: int = 1, image_size: int = 28, width: int = 64) -> None:
         super().__init__()
-        side = _feature_size(channels, image_size)
-        _check_positive_int("width", width)
+        side = feature_size(channels, image_size)
+        check_positive_int(width, "width")
         self.channels, self.image_size = channels, image_size
         self.net = nn.Sequential(
             nn.Conv2d(channels, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
@@ -80,7 +81,7 @@ class WGANCritic(nn.Module):
         return (self.channels, self.image_size, self.image_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_images(x, self.image_shape)
+        check_image_batch(x, self.image_shape)
         return self.net(x).squeeze(1)
 
 
@@ -135,9 +136,9 @@ def train_wgan_gp(generator: WGANGenerator, critic: WGANCritic, x: torch.Tensor,
     :returns: One value per generator step: the mean critic loss (penalty included) of its critic steps;
         its negative, less the penalty, estimates the Wasserstein distance.
     """
-    _check_positive_int("iterations", iterations)
-    _check_positive_int("critic_iters", critic_iters)
-    _check_positive_float("lr", lr)
+    check_positive_int(iterations, "iterations")
+    check_positive_int(critic_iters, "critic_iters")
+    check_positive(lr, "lr")
     if isinstance(gp_weight, bool) or not isinstance(gp_weight, (int, float)) or gp_weight < 0:
         raise ValueError(f"gp_weight must be a number >= 0, got {gp_weight!r}")
     if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
@@ -145,7 +146,7 @@ def train_wgan_gp(generator: WGANGenerator, critic: WGANCritic, x: torch.Tensor,
     if tuple(critic.image_shape) != tuple(generator.image_shape):
         raise ValueError(f"critic must score the generator's images {generator.image_shape}, "
                          f"got a critic for {critic.image_shape}")
-    _check_training_data(x, generator.image_shape, batch_size)
+    check_training_data(x, generator.image_shape, batch_size)
     gen = torch.Generator().manual_seed(seed)
     generator.to(device).train()
     critic.to(device).train()
@@ -160,7 +161,7 @@ def train_wgan_gp(generator: WGANGenerator, critic: WGANCritic, x: torch.Tensor,
         for _ in range(critic_iters):
             real = next(real_batches)
             with torch.no_grad():
-                fake = generator(_randn((len(real), generator.latent_dim), gen, real))
+                fake = generator(randn((len(real), generator.latent_dim), gen, real))
             loss_c = (critic(fake).mean() - critic(real).mean()
                       + gp_weight * gradient_penalty(critic, real, fake, generator=gen))
             opt_c.zero_grad()
@@ -169,7 +170,7 @@ def train_wgan_gp(generator: WGANGenerator, critic: WGANCritic, x: torch.Tensor,
             total += float(loss_c.detach())
         history.append(total / critic_iters)
         critic.requires_grad_(False)
-        z = _randn((batch_size, generator.latent_dim), gen, real)
+        z = randn((batch_size, generator.latent_dim), gen, real)
         loss_g = -critic(generator(z)).mean()
         opt_g.zero_grad()
         loss_g.backward()

@@ -10,12 +10,6 @@ from typing import Any
 
 import numpy as np
 
-#: Metrics shown as percentages (rates and fractions of the inputs or of the features).
-PCT_METRICS: frozenset[str] = frozenset({
-    "clean_accuracy", "adversarial_accuracy", "error_rate", "success_rate", "mean_confidence_on_errors",
-    "distortion_all", "distortion_successful"})
-
-
 def fmt(value: Any, pct: bool = False) -> str:
     """A table cell: "–" for a missing or non-finite number, a float as a percentage (``pct``) or to 4 significant
     digits, anything else as ``str``."""

@@ -14,6 +14,7 @@ import torch
 from advbridge.bridge import Model, run_attack
 from advbridge.bridge.result import judge_success
 
+from advbridge.evaluations.core.metrics import ALWAYS_RECORDED
 from advbridge.evaluations.data.datasets import Dataset, load_dataset
 from advbridge.evaluations.systems.defended import DefenseBuilder, defense_metrics
 from advbridge.evaluations.suites.suite import Cell, EstimatorCell, Suite
@@ -23,8 +24,6 @@ from advbridge.evaluations.estimators.base import ESTIMATORS
 logger = logging.getLogger(__name__)
 
 ZERO_GRADIENT_FRACTION = 0.01
-#: Metrics every attack cell records whatever the suite's ``metrics`` list (the definitions need them).
-ALWAYS_RECORDED = ("clean_accuracy", "adversarial_accuracy", "already_misclassified")
 
 
 @dataclass

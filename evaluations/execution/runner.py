@@ -16,7 +16,8 @@ from typing import Any
 from advbridge.bridge.result import library_versions
 
 from advbridge.evaluations.core.store import ResultStore
-from advbridge.evaluations.suites.suite import Cell, EstimatorCell, Suite, config_key
+from advbridge.evaluations.core.keys import config_key
+from advbridge.evaluations.suites.suite import Cell, EstimatorCell, Suite
 from advbridge.evaluations.data.domain_shift import DataNotSupplied
 from advbridge.evaluations.execution.cells import Resources, compute_estimator
 from advbridge.evaluations.execution.executor import EXECUTORS

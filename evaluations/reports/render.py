@@ -26,7 +26,8 @@ from advbridge.evaluations.core.formatting import setting_key
 from advbridge.evaluations.core.store import ResultStore
 from advbridge.evaluations.reports.cells import stored_misclassified
 from advbridge.evaluations.reports.section import SECTIONS, ReportData, SuiteReport
-from advbridge.evaluations.suites.suite import Suite, load_suite
+from advbridge.evaluations.suites.load import load_suite
+from advbridge.evaluations.suites.suite import Suite
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from torch import nn
 from advbridge.bridge import Model
 from advbridge.defenses.generative import VAE
 from advbridge.defenses.invert_and_classify import (EnhancedInvertAndClassify, GeneratorProjection, InvertAndClassify,
-                                                    _descend, initial_codes, project)
+                                                    descend, initial_codes, project)
 from advbridge.defenses.magnet import MagNet
 
 
@@ -55,7 +55,7 @@ def test_restarts_batched_equal_the_python_loop_and_keep_the_best(pca, mnist5k):
     b = project(pca, x, 16, steps=5, restarts=4, batched=False)
     assert torch.allclose(a.images, b.images, atol=1e-5)
     z0 = initial_codes(4, 4, 16, init_std=0.25, seed=0)  # the default sqrt(1/d) for d = 16
-    finals = torch.stack([_descend(pca, x, z0[:, r], 5, 10.0, 0.7, "sgd", (0.0, 1.0), False)[1] for r in range(4)], 1)
+    finals = torch.stack([descend(pca, x, z0[:, r], 5, 10.0, 0.7, "sgd", (0.0, 1.0), False)[1] for r in range(4)], 1)
     assert torch.allclose(a.mse, finals.min(1).values, atol=1e-7)
     assert torch.allclose(a.mse, (a.images - x).pow(2).flatten(1).mean(1), atol=1e-7)
 

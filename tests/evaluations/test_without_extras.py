@@ -59,7 +59,7 @@ import advbridge.evaluations.reports.render, advbridge.evaluations.zoo.classifie
 result["loaded"] = sorted(m for m in sys.modules if m.partition(".")[0] in BLOCKED)
 
 from advbridge.evaluations.execution.runner import run_suite
-from advbridge.evaluations.suites.suite import load_suite
+from advbridge.evaluations.suites.load import load_suite
 
 try:
     run_suite(load_suite("small_ray", text=SMALL), Path("out"), executor="ray", progress=False)

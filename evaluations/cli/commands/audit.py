@@ -8,7 +8,7 @@ import re
 
 from advbridge.evaluations.cli.command import COMMANDS, Command
 from advbridge.evaluations.cli.common import MODEL_HELP, run_suite_from_args, suite_path, suite_run_arguments
-from advbridge.evaluations.suites.suite import load_suite
+from advbridge.evaluations.suites.load import load_suite
 
 
 def with_models(text: str, models: list[str]) -> str:

@@ -6,7 +6,7 @@ import argparse
 
 from advbridge.evaluations.cli.command import COMMANDS, Command
 from advbridge.evaluations.cli.common import common_arguments, run_suite_from_args, suite_path
-from advbridge.evaluations.suites.suite import load_suite
+from advbridge.evaluations.suites.load import load_suite
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ from advbridge.bridge.io import atomic_write_text
 from advbridge.evaluations.cli.command import COMMANDS, Command
 from advbridge.evaluations.cli.common import (MODEL_HELP, common_arguments, mnist_data_arguments, params_toml,
     run_built_suite, suite_head)
-from advbridge.evaluations.suites.suite import load_suite
+from advbridge.evaluations.suites.load import load_suite
 
 
 def invert_suite_text(args: argparse.Namespace) -> str:

@@ -17,7 +17,7 @@ from advbridge.evaluations.cli.common import common_arguments, mnist_data_argume
 from advbridge.evaluations.core.store import ResultStore
 from advbridge.evaluations.papers.kos import PAPER_CELLS, PAPER_MEAN, PAPER_PER_SOURCE
 from advbridge.evaluations.reports.cells import cell_matrices
-from advbridge.evaluations.suites.suite import load_suite
+from advbridge.evaluations.suites.load import load_suite
 
 
 def kos_suite_text(args: argparse.Namespace) -> str:

@@ -13,7 +13,7 @@ from advbridge.evaluations.cli.common import (MODEL_HELP, common_arguments, esti
     run_built_suite, suite_head)
 from advbridge.evaluations.core.store import ResultStore
 from advbridge.evaluations.reports.cells import fit_groups
-from advbridge.evaluations.suites.suite import load_suite
+from advbridge.evaluations.suites.load import load_suite
 
 #: ``advbridge meanfield``'s attacks and small-ε grids (those of the ``cubuk_power_law`` suite).
 MEANFIELD_ATTACKS = (("L2-FGM", "fgsm", "l2", [0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0], ""),

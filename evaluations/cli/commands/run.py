@@ -6,7 +6,7 @@ import argparse
 
 from advbridge.evaluations.cli.command import COMMANDS, Command
 from advbridge.evaluations.cli.common import run_suite_from_args, shipped_suites, suite_path, suite_run_arguments
-from advbridge.evaluations.suites.suite import load_suite
+from advbridge.evaluations.suites.load import load_suite
 
 
 def run(args: argparse.Namespace) -> int:

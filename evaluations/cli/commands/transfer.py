@@ -11,7 +11,7 @@ from advbridge.bridge.io import atomic_write_text
 from advbridge.evaluations.cli.command import COMMANDS, Command
 from advbridge.evaluations.cli.common import (common_arguments, estimator_record, mnist_data_arguments,
     run_built_suite, suite_head)
-from advbridge.evaluations.suites.suite import load_suite
+from advbridge.evaluations.suites.load import load_suite
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from advbridge.evaluations.core.cache import (WEIGHTS_DIR, WeightsError, cache_r
     refreshing_weights, shipped_manifest, write_weights)
 from advbridge.evaluations.data.datasets import load_dataset
 from advbridge.evaluations.execution.cells import Resources
-from advbridge.evaluations.suites.suite import load_suite
+from advbridge.evaluations.suites.load import load_suite
 from advbridge.evaluations.zoo.resolve import model_checkpoints, model_names, resolve_model
 
 #: Models `make test` and smoke runs use besides the shipped suites' (shipped too).

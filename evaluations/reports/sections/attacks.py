@@ -11,12 +11,12 @@ import numpy as np
 
 from advbridge.bridge import ATTACKS
 
-from advbridge.evaluations.core.formatting import PCT_METRICS, fmt, safe, setting_key, setting_text
+from advbridge.evaluations.core.formatting import fmt, safe, setting_key, setting_text
+from advbridge.evaluations.core.metrics import DISTANCE_METRICS, PCT_METRICS
 from advbridge.evaluations.reports.cells import stored_misclassified
 from advbridge.evaluations.reports.section import SECTIONS, ReportData, Section, SuiteReport
 
 #: The distance metrics an attack table shows (next to the rates of `PCT_METRICS`) when the suite lists them.
-DISTANCE_METRICS = frozenset({"median_l2", "median_linf", "median_l0", "median_l1", "mean_l2"})
 
 
 def attack_tables(report: SuiteReport) -> list[str]:

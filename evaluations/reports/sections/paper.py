@@ -6,9 +6,10 @@ from typing import Any
 
 import numpy as np
 
-from advbridge.evaluations.core.formatting import PCT_METRICS, fmt
+from advbridge.evaluations.core.formatting import fmt
+from advbridge.evaluations.core.metrics import DEFENSE_METRICS, PCT_METRICS
 from advbridge.evaluations.reports.section import SECTIONS, Section, SuiteReport, data_note
-from advbridge.evaluations.suites.suite import DEFENSE_METRICS, Suite
+from advbridge.evaluations.suites.suite import Suite
 
 
 def is_pct(metric: str) -> bool:

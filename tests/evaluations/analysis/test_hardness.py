@@ -80,15 +80,15 @@ def test_pair_choice_equals_the_brute_force_reference(tiny, theta, dims):
     alpha, beta = torch.randn(3, dims, generator=gen), torch.randn(3, dims, generator=gen)
     domain = torch.rand(3, dims, generator=gen) > 0.3
     attack = PapernotJSMA(tiny.art(), theta=theta, pair_rows=2)
-    p, q, found = attack._best_pairs(alpha, beta, domain)
+    p, q, found = attack.best_pairs(alpha, beta, domain)
     for row in range(3):
         expected = reference_pair(alpha[row].numpy(), beta[row].numpy(), domain[row].numpy(), theta)
         assert bool(found[row]) == (expected is not None)
         if expected is not None:
             assert {int(p[row]), int(q[row])} == set(expected)
     # On probabilities β = −α exactly, and the O(D) choice equals the pair search.
-    p2, q2, found2 = attack._best_pairs_probs(alpha, domain, theta)
-    p3, q3, found3 = attack._best_pairs(alpha, -alpha, domain)
+    p2, q2, found2 = attack.best_pairs_probs(alpha, domain, theta)
+    p3, q3, found3 = attack.best_pairs(alpha, -alpha, domain)
     assert torch.equal(found2, found3)
     for row in range(3):
         if found2[row]:

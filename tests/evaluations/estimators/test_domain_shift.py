@@ -9,7 +9,7 @@ import torch
 from advbridge.evaluations.core.store import ResultStore
 from advbridge.evaluations.estimators.domain_shift import validate_domain_shift
 from advbridge.evaluations.execution.runner import run_suite
-from advbridge.evaluations.suites.suite import load_suite
+from advbridge.evaluations.suites.load import load_suite
 
 SUITE = """\
 [suite]

@@ -9,7 +9,8 @@ from advbridge.evaluations.analysis.hardness import hardness_matrix
 from advbridge.evaluations.core.store import ResultStore
 from advbridge.evaluations.execution.runner import run_suite
 from advbridge.evaluations.execution.cells import Resources
-from advbridge.evaluations.suites.suite import SuiteError, load_suite
+from advbridge.evaluations.suites.load import load_suite
+from advbridge.evaluations.suites.schema import SuiteError
 
 SUITE = """\
 [suite]

@@ -8,7 +8,7 @@ import pytest
 from advbridge.evaluations.core.store import ResultStore
 from advbridge.evaluations.execution.executor import EXECUTORS, Executor
 from advbridge.evaluations.execution.runner import run_suite
-from advbridge.evaluations.suites.suite import load_suite
+from advbridge.evaluations.suites.load import load_suite
 
 TINY = """\
 [suite]

@@ -17,7 +17,7 @@ import torch
 
 from advbridge.evaluations.execution.runner import run_suite
 from advbridge.evaluations.core.store import ResultStore
-from advbridge.evaluations.suites.suite import load_suite
+from advbridge.evaluations.suites.load import load_suite
 from advbridge.evaluations.core.cache import WEIGHTS_DIR
 
 REFERENCE = Path(__file__).parents[1] / "data" / "goodfellow_fgsm_quick.json"

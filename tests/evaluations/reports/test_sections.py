@@ -14,7 +14,7 @@ from advbridge.evaluations.core.store import ResultStore
 from advbridge.evaluations.reports import render
 from advbridge.evaluations.reports.render import write_reports
 from advbridge.evaluations.reports.section import SECTIONS, ReportData, Section, SuiteReport
-from advbridge.evaluations.suites.suite import load_suite
+from advbridge.evaluations.suites.load import load_suite
 
 NAMES = ["summary", "attacks", "defenses", "kos", "hardness", "meanfield", "power_law", "transfer", "paper",
          "backends", "sanity", "failed", "plots"]

@@ -3,7 +3,7 @@
 import json
 
 from advbridge.evaluations.execution.runner import run_suite
-from advbridge.evaluations.suites.suite import load_suite
+from advbridge.evaluations.suites.load import load_suite
 
 SUITE = """\
 [suite]

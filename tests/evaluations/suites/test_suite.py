@@ -2,7 +2,9 @@
 
 import pytest
 
-from advbridge.evaluations.suites.suite import SuiteError, config_key, load_suite
+from advbridge.evaluations.core.keys import config_key
+from advbridge.evaluations.suites.load import load_suite
+from advbridge.evaluations.suites.schema import SuiteError
 
 GOOD = """\
 [suite]

@@ -7,12 +7,13 @@ import pytest
 try:  # `make test` installs the ray extra: without it this module fails loudly rather than being skipped
     import ray
 except ImportError as err:  # the missing-extra errors themselves: test_without_extras.py
-    raise ImportError("tests/evaluations/test_ray_executor.py needs Ray: pip install -e '.[dev,ray]' (make test "
+    raise ImportError("tests/evaluations/execution/executors/test_ray.py needs Ray: pip install -e '.[dev,ray]' (make test "
                       "installs it)") from err
 
 from advbridge.evaluations.execution.runner import run_suite
 from advbridge.evaluations.core.store import ResultStore
-from advbridge.evaluations.suites.suite import load_suite
+from advbridge.evaluations.suites.load import load_suite
+from suite_texts import DEFENDED
 
 SMALL = """\
 [suite]
@@ -68,8 +69,6 @@ def test_ray_gives_the_local_results(tmp_path, tiny, local_ray):
 
 def test_defended_cells_on_ray_give_the_local_results(tmp_path, tiny, local_ray):
     """Defended systems (detectors, reformer, a randomized system) travel to the workers intact."""
-    from test_defended_suites import DEFENDED
-
     suite = load_suite("defended", text=DEFENDED)
     local = run_suite(suite, tmp_path / "local", progress=False, write_report=False)
     on_ray = run_suite(suite, tmp_path / "ray", executor="ray", progress=False, write_report=False)

@@ -14,7 +14,7 @@ import pytest
 from advbridge.evaluations.reports.render import write_reports
 from advbridge.evaluations.execution.runner import run_suite
 from advbridge.evaluations.core.store import ResultStore
-from advbridge.evaluations.suites.suite import load_suite
+from advbridge.evaluations.suites.load import load_suite
 
 EXE = Path(sys.executable).with_name("advbridge")
 

@@ -14,7 +14,9 @@ from advbridge.evaluations.reports.sections.kos import kos_markdown
 from advbridge.evaluations.reports.cells import cell_matrices
 from advbridge.evaluations.execution.runner import run_suite
 from advbridge.evaluations.execution.cells import CellInputs, compute_cell
-from advbridge.evaluations.suites.suite import METRICS, Cell, load_suite
+from advbridge.evaluations.core.metrics import METRICS
+from advbridge.evaluations.suites.load import load_suite
+from advbridge.evaluations.suites.suite import Cell
 from torch import nn
 
 W = np.array([[10.0, 0.0], [0.0, 1.0], [0.0, 2.0]])

@@ -15,7 +15,8 @@ from advbridge.evaluations.zoo.generative import GeneratorRecipe, load_generator
 from advbridge.evaluations.execution.runner import run_suite
 from advbridge.evaluations.execution.cells import Resources
 from advbridge.evaluations.core.store import ResultStore
-from advbridge.evaluations.suites.suite import SuiteError, load_suite
+from advbridge.evaluations.suites.load import load_suite
+from advbridge.evaluations.suites.schema import SuiteError
 
 INVERT = """\
 [suite]
