@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from advbridge.bridge import Model
 from advbridge.bridge.attacks import BACKENDS
 from advbridge.bridge.model import Normalize
+from advbridge.bridge.run import run_attack
 from advbridge.bridge.spec import AttackSpec
 
 from .params import check_positive, check_positive_int
@@ -360,8 +361,6 @@ class AdversarialTraining(_TorchTrainer):
             if self.uses_fast_path:
                 x_adv = self._craft_fast(x, y)
             elif isinstance(self.attack, AttackSpec):
-                from advbridge.bridge.run import run_attack
-
                 with _preserved_rng(self.device):
                     result = run_attack(self.bridge_model(), x.detach().cpu(), y.detach().cpu(), self.attack,
                                         self.backend, seed=int(self.seed) + step, batch_size=len(x), progress=False)

@@ -50,6 +50,10 @@ def defense_systems(doc: dict[str, Any], defense: dict[str, Any], loc: Locator) 
                 raise SuiteError(f"{loc.at(table, 'randomize')}: a randomized system lists only its members")
             known = [s["name"] for s in systems]
             missing = [m for m in cfg["randomize"] if m not in known]
+            nested = [s["name"] for s in systems if s["name"] in cfg["randomize"] and "randomize" in s]
+            if nested:
+                raise SuiteError(f"{loc.at(table, 'randomize')}: randomize may list only systems with detectors or a "
+                                 f"reformer, not the randomized system(s) {nested}")
             if len(cfg["randomize"]) < 2 or missing:
                 raise SuiteError(f"{loc.at(table, 'randomize')}: randomize must list at least 2 systems defined above"
                                  f" it; unknown: {missing}" if missing else

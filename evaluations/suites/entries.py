@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from advbridge.bridge import ATTACKS, BACKENDS, AttackSpec
@@ -18,7 +19,7 @@ from advbridge.evaluations.zoo.resolve import model_error
 __all__ = ["attack_entry", "check_threats", "estimator_entry", "paper_entry"]
 
 
-def attack_entry(i: int, raw: Any, loc: Locator, quick: dict[str, Any], systems: list[str] = ()) -> AttackEntry:
+def attack_entry(i: int, raw: Any, loc: Locator, quick: dict[str, Any], systems: Sequence[str] = ()) -> AttackEntry:
     table = f"attacks[{i}]"
     if not isinstance(raw, dict):
         raise SuiteError(f"{loc.where}: [[attacks]] #{i + 1} must be a table")
@@ -35,7 +36,7 @@ def attack_entry(i: int, raw: Any, loc: Locator, quick: dict[str, Any], systems:
     defaults = raw.get("defaults", "shared")
     if defaults not in ("shared", "toolkit"):
         raise SuiteError(f"{loc.at(table, 'defaults')}: defaults must be 'shared' or 'toolkit', got {defaults!r}")
-    norm = raw.get("norm")
+    norm: Any = raw.get("norm")  # a TOML value: checked by AttackSpec below
     n = raw.get("n")
     if quick.get("attack_n") is not None:
         n = min(n, quick["attack_n"]) if n is not None else None
@@ -52,7 +53,7 @@ def attack_entry(i: int, raw: Any, loc: Locator, quick: dict[str, Any], systems:
         bad = re.search(r"'(\w+)'", str(err))
         key = bad.group(1) if bad and bad.group(1) in params else ("norm" if "norm" in str(err) else "name")
         raise SuiteError(f"{loc.at(table, key)}: {err}") from err
-    label = raw.get("label", name if defaults == "shared" else f"{name} (toolkit defaults)")
+    label: Any = raw.get("label", name if defaults == "shared" else f"{name} (toolkit defaults)")
     for key in ("num_cpus", "num_gpus"):
         if key in raw and (raw[key] < 0 or (key == "num_cpus" and raw[key] == 0)):
             raise SuiteError(f"{loc.at(table, key)}: {key} must be {'> 0' if key == 'num_cpus' else '>= 0'}")
@@ -75,7 +76,7 @@ def estimator_entry(i: int, raw: Any, loc: Locator, quick: dict[str, Any]) -> Es
     if not isinstance(raw, dict):
         raise SuiteError(f"{loc.where}: [[estimators]] #{i + 1} must be a table")
     check_table(raw, ESTIMATOR_KEYS, loc, table)
-    name = raw.get("name")
+    name: Any = raw.get("name")
     if name not in ESTIMATORS:
         raise SuiteError(f"{loc.at(table, 'name')}: unknown estimator {name!r}; expected one of {sorted(ESTIMATORS)}")
     error = ESTIMATORS[name].validate(raw.get("params", {}))
@@ -91,10 +92,11 @@ def estimator_entry(i: int, raw: Any, loc: Locator, quick: dict[str, Any]) -> Es
         error = model_error(m)
         if error:
             raise SuiteError(f"{loc.at(table, 'models')}: {error}")
-    return EstimatorEntry(name, models, n, dict(raw.get("params", {})), raw.get("label", name))
+    label: Any = raw.get("label", name)
+    return EstimatorEntry(name, models, n, dict(raw.get("params", {})), label)
 
 
-def check_threats(threats: list, loc: Locator, table: str, systems: list[str] = ()) -> None:
+def check_threats(threats: list, loc: Locator, table: str, systems: Sequence[str] = ()) -> None:
     if not threats:
         raise SuiteError(f"{loc.at(table, 'threats')}: empty grid: 'threats' lists no threat")
     for threat in threats:
@@ -106,7 +108,7 @@ def check_threats(threats: list, loc: Locator, table: str, systems: list[str] = 
                              f"'adaptive:<system>' (one of {list(systems)})")
 
 
-def paper_entry(i: int, raw: Any, loc: Locator, systems: list[str] = ()) -> dict[str, Any]:
+def paper_entry(i: int, raw: Any, loc: Locator, systems: Sequence[str] = ()) -> dict[str, Any]:
     table = f"paper[{i}]"
     if not isinstance(raw, dict):
         raise SuiteError(f"{loc.where}: [[paper]] #{i + 1} must be a table")

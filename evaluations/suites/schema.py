@@ -80,7 +80,8 @@ class Locator:
         name, index = table, 0
         if table and "[" in table:
             name, index = table.split("[")[0], int(table.split("[")[1].rstrip("]"))
-        current, count = None, {}
+        current: str | None = None
+        count: dict[str | None, int] = {}
         start = None
         for no, raw in enumerate(self.lines, 1):
             line = raw.strip()

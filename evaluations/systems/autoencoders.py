@@ -4,7 +4,7 @@ by a hash of their recipe, read back with ``torch.load(weights_only=True)``)."""
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -42,7 +42,7 @@ def load_autoencoder(structure: str, data: Dataset, dataset: str, seed: int = 0,
                           device=device or "cpu")
 
     blob = {"structure": structure, "channels": channels, "dataset": dataset, "seed": seed, **asdict(recipe)}
-    return _cached(f"ae_{structure}-{dataset}", blob, build, train)[0]
+    return cast(DenoisingAutoEncoder, _cached(f"ae_{structure}-{dataset}", blob, build, train)[0])  # build()'s
 
 
 def load_diverse_autoencoders(recipe: DiverseRecipe, data: Dataset, dataset: str, seed: int = 0,
@@ -63,4 +63,5 @@ def load_diverse_autoencoders(recipe: DiverseRecipe, data: Dataset, dataset: str
                                    device=device or "cpu")
 
     blob = {"channels": channels, "dataset": dataset, "seed": seed, **asdict(recipe)}
-    return _cached(f"diverse_{recipe.n}x{recipe.structure}-{dataset}", blob, build, train)
+    return cast(list[DenoisingAutoEncoder], _cached(f"diverse_{recipe.n}x{recipe.structure}-{dataset}", blob, build,
+                                                    train))  # build()'s modules

@@ -62,20 +62,20 @@ class DefenseBuilder:
         G∘E; ``invert``: the projection on the suite generator's range (``GeneratorProjection``)."""
         if name not in self._aes:
             if name.startswith("D") and name[1:].isdigit():
-                recipe = DiverseRecipe(**self.settings.get("diverse", {}))
-                pack = load_diverse_autoencoders(recipe, self.data, self.dataset, self.seed, self.device)
+                diverse = DiverseRecipe(**self.settings.get("diverse", {}))
+                pack = load_diverse_autoencoders(diverse, self.data, self.dataset, self.seed, self.device)
                 self._aes.update({f"D{k}": ae for k, ae in enumerate(pack)})
                 if name not in self._aes:
-                    raise ValueError(f"autoencoder {name!r}: the diverse pack has only {recipe.n} autoencoders")
+                    raise ValueError(f"autoencoder {name!r}: the diverse pack has only {diverse.n} autoencoders")
             elif name == "alphagan":
                 cfg = self.settings.get("generator", {})
-                recipe = GeneratorRecipe(**cfg) if cfg.get("kind") == "alpha_gan" else GeneratorRecipe("alpha_gan")
-                self._aes[name] = load_generator(recipe, self.data, self.dataset, self.seed, self.device).model
+                gen_recipe = GeneratorRecipe(**cfg) if cfg.get("kind") == "alpha_gan" else GeneratorRecipe("alpha_gan")
+                self._aes[name] = load_generator(gen_recipe, self.data, self.dataset, self.seed, self.device).model
             elif name == "invert":
                 self._aes[name] = self._projection()
             else:
-                recipe = AutoencoderRecipe(**self.settings.get("autoencoder", {}))
-                self._aes[name] = load_autoencoder(name, self.data, self.dataset, self.seed, recipe, self.device)
+                ae_recipe = AutoencoderRecipe(**self.settings.get("autoencoder", {}))
+                self._aes[name] = load_autoencoder(name, self.data, self.dataset, self.seed, ae_recipe, self.device)
         return self._aes[name]
 
     def generator(self) -> TrainedGenerator:
@@ -93,7 +93,9 @@ class DefenseBuilder:
     def reformer(self, name: str, model: Model) -> Reformer:
         """Reformer ``name``: ``invert`` is Invert-and-Classify, any other name a MagNet reformer on that AE."""
         if name == "invert":
-            return InvertAndClassify.around(self.autoencoder("invert"), _device_type(model.device))
+            projection = self.autoencoder("invert")
+            assert isinstance(projection, GeneratorProjection)  # what autoencoder("invert") builds
+            return InvertAndClassify.around(projection, _device_type(model.device))
         return Reformer(self.autoencoder(name), model.bounds, _device_type(model.device),
                         input_shape=tuple(model.input_shape))
 
@@ -144,7 +146,11 @@ class DefenseBuilder:
         for cfg in self.systems_config:
             if "randomize" in cfg:
                 members = [built[name] for name in cfg["randomize"]]
-                built[cfg["name"]] = RandomizedMagNet(members, seed=self.seed, query_size=cfg.get("query_size"))
+                plain = [m for m in members if isinstance(m, MagNet)]
+                if len(plain) < len(members):
+                    raise ValueError(f"defense {cfg['name']!r}: randomize lists a randomized system; it may list only "
+                                     "systems with detectors or a reformer")
+                built[cfg["name"]] = RandomizedMagNet(plain, seed=self.seed, query_size=cfg.get("query_size"))
                 continue
             classifier = self.classifier(cfg.get("classifier", "base"), model).pipeline
             detectors = {self._detector_name(d): self._detector(d, classifier, model)
@@ -188,16 +194,17 @@ class DefenseBuilder:
     def _detector(self, cfg: dict[str, Any], classifier: nn.Module, model: Model):
         ae = self.autoencoder(cfg["ae"])
         drop = float(cfg.get("drop_rate", 0.001))
-        where = {"device": model.device, "input_shape": tuple(model.input_shape), "bounds": tuple(model.bounds)}
+        device, shape, bounds = model.device, tuple(model.input_shape), model.bounds
         if cfg["kind"] == "reconstruction":
-            return ReconstructionErrorDetector(ae, p=int(cfg.get("p", 2)), drop_rate=drop, **where)
+            return ReconstructionErrorDetector(ae, p=int(cfg.get("p", 2)), drop_rate=drop, device=device,
+                                               input_shape=shape, bounds=bounds)
         if cfg["kind"] == "divergence":
             return DivergenceDetector(classifier, ae, temperature=float(cfg.get("temperature", 10.0)),
-                                      drop_rate=drop, **where)
+                                      drop_rate=drop, device=device, input_shape=shape, bounds=bounds)
         temperature = cfg.get("temperature")  # None: the estimator's own default (max_coupling needs T > 1)
         return MutualInformationDetector(classifier, ae, estimator=cfg.get("estimator", "population_pmi"),
                                          temperature=None if temperature is None else float(temperature),
-                                         drop_rate=drop, **where)
+                                         drop_rate=drop, device=device, input_shape=shape, bounds=bounds)
 
 
 def _device_type(device: torch.device) -> str:

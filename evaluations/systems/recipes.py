@@ -5,6 +5,7 @@ recipes (defaults filled in), the names a system may use, and the checks of the 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from collections.abc import Sequence
 from typing import Any
 
 from advbridge.defenses.autoencoders import CIFAR_AE, MNIST_AE_I, MNIST_AE_II
@@ -29,7 +30,7 @@ CLASSIFIERS = ("base", "enhanced")
 AE_RECIPE_VERSION = 1
 
 
-def resolved_defense_config(settings: dict[str, Any], systems: list[dict[str, Any]] = ()) -> dict[str, Any]:
+def resolved_defense_config(settings: dict[str, Any], systems: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """The recipes a suite's ``[defense]`` resolves to (defaults filled in): part of every cell key.
 
     The generator, projection and enhanced-classifier settings join the key only in suites that use them, so the
@@ -44,7 +45,7 @@ def resolved_defense_config(settings: dict[str, Any], systems: list[dict[str, An
     return out
 
 
-def uses_generator(settings: dict[str, Any], systems: list[dict[str, Any]]) -> bool:
+def uses_generator(settings: dict[str, Any], systems: Sequence[dict[str, Any]]) -> bool:
     """Whether a suite's defense needs a generative model (``invert``, ``alphagan`` or an enhanced classifier)."""
     names = {settings.get("reformer")} | {t.partition(":")[2] for t in settings.get("threats", [])}
     for cfg in systems:

@@ -73,7 +73,7 @@ def mnist_fc200() -> nn.Module:
 
 #: AE400-10's autoencoder pre-training (Szegedy et al. 2014, Table 1): 784-400-784, sigmoid units, MSE, Adam, on the
 #: mnist5k training split with its own seed; part of the module's ``repr`` and so of the zoo cache key.
-AE400_PRETRAIN = {"hidden": 400, "epochs": 20, "lr": 1e-3, "batch_size": 64, "seed": 0, "dataset": "mnist5k",
+AE400_PRETRAIN: dict[str, Any] = {"hidden": 400, "epochs": 20, "lr": 1e-3, "batch_size": 64, "seed": 0, "dataset": "mnist5k",
                   "version": 2}
 
 
@@ -280,6 +280,7 @@ def train_module(module: nn.Module, cfg: TrainConfig, data: Dataset, seed: int, 
     x, y = data.x_train, data.y_train
     if cfg.train_subset is not None:
         x, y = x[:cfg.train_subset], y[:cfg.train_subset]
+    opt: torch.optim.Optimizer
     if cfg.optimizer == "adam":
         opt = torch.optim.Adam(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     elif cfg.optimizer == "sgd":

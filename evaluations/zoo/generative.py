@@ -109,11 +109,10 @@ def _build(cfg: dict[str, Any], channels: int, image_size: int) -> list[nn.Modul
 
 
 def _decoder(kind: str, modules: list[nn.Module]) -> nn.Module:
-    if kind == "vae":
-        return modules[0].decoder
     if kind == "wgan_gp":
         return modules[0]
-    return modules[0].generator
+    decoder = modules[0].get_submodule("decoder" if kind == "vae" else "generator")
+    return decoder
 
 
 def generator_blob(recipe: GeneratorRecipe, dataset: str, seed: int, channels: int, image_size: int) -> dict[str, Any]:

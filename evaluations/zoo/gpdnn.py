@@ -112,7 +112,7 @@ def load_gpdnn(name: str = "mnist_gpdnn", dataset: str = "mnist5k", *, seed: int
         return [GPDNNClassifier(features, placeholder, data.nb_classes, recipe.epsilon)]
 
     def train(modules: list[torch.nn.Module]) -> None:
-        trained, history = fit_gpdnn(modules[0].features, data.x_train, data.y_train, num_classes=data.nb_classes,
+        trained, history = fit_gpdnn(modules[0].get_submodule("features"), data.x_train, data.y_train, num_classes=data.nb_classes,
                                      num_inducing=recipe.num_inducing, pretrain_epochs=recipe.pretrain_epochs,
                                      epochs=recipe.epochs, lr=recipe.lr, batch_size=recipe.batch_size,
                                      epsilon=recipe.epsilon, seed=seed, device=device)

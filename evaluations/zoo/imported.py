@@ -9,7 +9,7 @@ from advbridge.bridge import Model
 from advbridge.evaluations.zoo.family import FAMILIES, ModelFamily
 
 
-def load_imported(spec: str, dataset: str = "mnist5k", **_: Any) -> tuple[Model, dict[str, Any]]:
+def load_imported(spec: str, dataset: str = "mnist5k", **_ignored: Any) -> tuple[Model, dict[str, Any]]:
     """Call the factory ``spec`` names (``package.module:function``); it must return a bridge ``Model``."""
     module_name, _, func_name = spec.partition(":")
     try:

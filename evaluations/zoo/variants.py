@@ -37,6 +37,7 @@ import torch
 from advbridge.bridge import Model
 from advbridge.bridge.model import default_device
 from advbridge.bridge.spec import AttackSpec
+from advbridge.defenses.trainers import AdversarialTraining, EntropyRegularized
 
 from advbridge.evaluations.data.datasets import Dataset, load_dataset
 from advbridge.evaluations.zoo.classifiers import RECIPE_VERSION, ZOO, ZooEntry, architecture
@@ -212,8 +213,6 @@ def _train_settings(entry: ZooEntry, variant: TrainingVariant) -> dict[str, Any]
 
 def _train_variant(module: torch.nn.Module, entry: ZooEntry, variant: TrainingVariant, data: Dataset, seed: int,
                    device: torch.device, desc: str) -> tuple[dict[str, float], list[dict[str, float]]]:
-    from advbridge.defenses.trainers import AdversarialTraining, EntropyRegularized
-
     settings = _train_settings(entry, variant)
     module.to(device)
     classifier = Model(module, tuple(data.x_train.shape[1:]), bounds=data.bounds, nb_classes=data.nb_classes,

@@ -16,7 +16,10 @@ import os
 import time
 from typing import Any
 
+import torch
 from tqdm.auto import tqdm
+
+from advbridge.bridge.model import default_device
 
 from advbridge.evaluations.execution.cells import CellInputs, Resources, cell_inputs, compute_cell
 from advbridge.evaluations.execution.executor import EXECUTORS, Executor
@@ -58,10 +61,6 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> tuple[A
 def _compute_remote(cell: Cell, inputs: CellInputs, key: str, seed: int, metric_names: tuple[str, ...],
                     batch_size: int) -> tuple[dict[str, Any], dict[str, Any], float]:
     """Runs on a worker: one cell, with as many torch threads as CPUs the task was given."""
-    import torch
-
-    from advbridge.bridge.model import default_device
-
     torch.set_num_threads(max(1, int(cell.num_cpus)))
     device = default_device() if cell.num_gpus > 0 else torch.device("cpu")
     inputs = dataclasses.replace(

@@ -144,6 +144,9 @@ def test_report_shows_threats_side_by_side_and_the_graybox_matrix(defended_run):
     ('[[defenses]]\nname = "x"\ndetectors = [{ kind = "reconstruction", ae = "III" }]\n', "unknown autoencoder 'III'"),
     ('[[defenses]]\nname = "x"\nreformer = "none"\n', "needs detectors or a reformer"),
     ('[[defenses]]\nname = "x"\nrandomize = ["y", "z"]\n', "randomize must list at least 2 systems defined above"),
+    ('[[defenses]]\nname = "a"\nreformer = "I"\n[[defenses]]\nname = "b"\nreformer = "II"\n[[defenses]]\nname = "r"\n'
+     'randomize = ["a", "b"]\n[[defenses]]\nname = "x"\nrandomize = ["r", "a"]\n',
+     "randomize may list only systems with detectors or a reformer, not the randomized system(s) ['r']"),
     ('[defense]\nthreats = ["whitebox"]\n[[defenses]]\nname = "x"\nreformer = "I"\n', "unknown threat 'whitebox'"),
     ('[defense]\nautoencoder = { epoch = 3 }\n[[defenses]]\nname = "x"\nreformer = "I"\n', "unknown autoencoder field"),
     ('[[defenses]]\nname = "x"\nreformer = "I"\n[[paper]]\nattack = "fgsm"\nmetric = "detection_rate[y]"\n'
