@@ -20,7 +20,7 @@ demo: $(STAMP)
 test: $(STAMP) lint
 	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
-# ruff, the import-linter contracts (.importlinter) and mypy (mypy.ini; advbridge.bridge so far). mypy reads the
+# ruff, the import-linter contracts (.importlinter) and mypy (mypy.ini) on the whole package. mypy reads the
 # package through a tree of links, because the package-dir mapping (bridge/ -> advbridge.bridge) is not a folder.
 TYPECHECK := build/typecheck
 lint: $(STAMP)
@@ -28,7 +28,7 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 	mkdir -p $(TYPECHECK)/advbridge
 	for p in bridge defenses evaluations; do ln -sfn $(CURDIR)/$$p $(TYPECHECK)/advbridge/$$p; done
-	cd $(TYPECHECK) && $(abspath $(VENV))/bin/mypy --config-file $(CURDIR)/mypy.ini -p advbridge.bridge
+	cd $(TYPECHECK) && $(abspath $(VENV))/bin/mypy --config-file $(CURDIR)/mypy.ini -p advbridge
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)

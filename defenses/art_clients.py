@@ -9,6 +9,8 @@ equals the threshold, so that ART rejects exactly the inputs that ``detector.det
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import torch
 from torch import nn
@@ -38,9 +40,10 @@ class DetectorMargin(nn.Module):
         # A check only (graph and device kept): the shape and bounds the detector was fitted on.
         check_images(x, self.detector.expected_shape, self.detector.bounds, "x", device=None)
         score = self.detector.score_batch(ForwardPasses(x.float())).to(x.device)
-        margin = score - self.detector.threshold
+        threshold = cast(float, self.detector.threshold)  # not None: __init__ checked it is fitted
+        margin = score - threshold
         tiny = torch.finfo(margin.dtype).tiny
-        return torch.where(score >= self.detector.threshold, margin.clamp_min(tiny), margin).unsqueeze(1)
+        return torch.where(score >= threshold, margin.clamp_min(tiny), margin).unsqueeze(1)
 
 
 def art_detector(detector: ThresholdDetector, input_shape: tuple[int, ...],

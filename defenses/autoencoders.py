@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Protocol, cast
 
 import torch
 from torch import nn
@@ -15,6 +16,12 @@ logger = logging.getLogger(__name__)
 MNIST_AE_I = (3, "average", 3)
 MNIST_AE_II = (3,)
 CIFAR_AE = (3,)
+
+
+class _WithActivity(Protocol):
+    """An autoencoder that also returns its activity penalty (like `DenoisingAutoEncoder`)."""
+
+    def forward_with_activity(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 class DenoisingAutoEncoder(nn.Module):
@@ -93,8 +100,8 @@ def train_autoencoder(ae: nn.Module, x: torch.Tensor, *, noise: float = 0.1, epo
     for _ in tqdm(range(epochs), desc="train autoencoder", unit="epoch", leave=False):
         total = 0.0
         for clean, noisy in _noisy_batches(x, batch_size, noise, gen, bounds, device):
-            out, activity = ae.forward_with_activity(noisy) if hasattr(ae, "forward_with_activity") else (
-                ae(noisy), clean.new_zeros(()))
+            out, activity = cast(_WithActivity, ae).forward_with_activity(noisy) if hasattr(
+                ae, "forward_with_activity") else (ae(noisy), clean.new_zeros(()))
             loss = nn.functional.mse_loss(out, clean) + activity_reg * activity
             opt.zero_grad()
             loss.backward()
@@ -132,7 +139,9 @@ def train_diverse_autoencoders(aes: list[nn.Module], x: torch.Tensor, *, alpha: 
         for clean, noisy in _noisy_batches(x, batch_size, noise, gen, bounds, device):
             outs = [ae(noisy) for ae in aes]
             mean = torch.stack(outs).mean(0)
-            loss = sum(nn.functional.mse_loss(o, clean) - alpha * nn.functional.mse_loss(o, mean) for o in outs)
+            # A tensor, not the start value 0: there are at least two autoencoders (checked above).
+            loss = cast(torch.Tensor, sum(nn.functional.mse_loss(o, clean) - alpha * nn.functional.mse_loss(o, mean)
+                                          for o in outs))
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import TypedDict, cast
 
 import numpy as np
 import torch
@@ -48,6 +49,18 @@ class Projection:
     z: torch.Tensor        # (B, d)
     images: torch.Tensor   # (B, C, H, W), clamped to the bounds
     mse: torch.Tensor      # (B,)
+
+
+class ProjectionKwargs(TypedDict):
+    """``GeneratorProjection.settings``: the keyword arguments it passes to ``project``."""
+
+    steps: int
+    restarts: int
+    lr: float
+    momentum: float
+    init_std: float | None
+    optimizer: str
+    bounds: tuple[float, float]
 
 
 def check_projection_settings(*, steps, restarts, lr, momentum, init_std, optimizer) -> None:
@@ -173,8 +186,8 @@ class GeneratorProjection(nn.Module):
             raise TypeError(f"generator must be a torch.nn.Module mapping codes to images, got {type(generator)}")
         self.generator = generator.eval().requires_grad_(False)
         self.latent_dim = check_positive_int(latent_dim, "latent_dim")
-        self.settings = dict(steps=steps, restarts=restarts, lr=lr, momentum=momentum, init_std=init_std,
-                             optimizer=optimizer, bounds=bounds)
+        self.settings = ProjectionKwargs(steps=steps, restarts=restarts, lr=lr, momentum=momentum, init_std=init_std,
+                                         optimizer=optimizer, bounds=bounds)
         self.gradient = gradient
         self.seed = int(seed)
         self._memo: list[tuple[torch.Tensor, Projection]] = []  # recent (input, projection) pairs, newest last
@@ -186,7 +199,8 @@ class GeneratorProjection(nn.Module):
         if probe.dim() != 4:
             raise ValueError(f"generator must map (N, {self.latent_dim}) codes to (N, C, H, W) images, got shape "
                              f"{tuple(probe.shape)}")
-        self.image_shape: tuple[int, int, int] = tuple(int(d) for d in probe.shape[1:])
+        c, h, w = (int(d) for d in probe.shape[1:])  # rank 4, checked above
+        self.image_shape: tuple[int, int, int] = (c, h, w)
 
     def project(self, x: torch.Tensor, batched: bool = True) -> Projection:
         """The full projection result (codes, images, errors) of ``x``.
@@ -269,7 +283,8 @@ class InvertAndClassify(Reformer):
 
     @property
     def projection(self) -> GeneratorProjection:
-        return self.ae
+        # Both constructors (__init__ and around) give the Reformer a GeneratorProjection as its ae.
+        return cast(GeneratorProjection, self.ae)
 
     def forward(self, x: torch.Tensor, y=None):
         # The projection's output is already inside the bounds. A second clamp (the Reformer's) would zero the

@@ -8,7 +8,9 @@ Foolbox through the bridge. Thresholds come from a false-positive budget on clea
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import SupportsInt
 
 import numpy as np
 import torch
@@ -24,6 +26,12 @@ logger = logging.getLogger(__name__)
 Shape = tuple[int, int, int]
 
 
+def _chw(dims: Iterable[SupportsInt]) -> Shape:
+    """Three dimensions (their number checked by the caller) as a ``(C, H, W)`` tuple of ints."""
+    c, h, w = (int(d) for d in dims)
+    return c, h, w
+
+
 def check_input_shape(input_shape, name: str = "input_shape") -> Shape | None:
     """``None``, or ``input_shape`` as a ``(C, H, W)`` tuple of positive ints; ``ValueError`` naming ``name``."""
     if input_shape is None:
@@ -34,7 +42,7 @@ def check_input_shape(input_shape, name: str = "input_shape") -> Shape | None:
         raise ValueError(f"{name} must be (C, H, W) or None, got {input_shape!r}") from None
     if len(shape) != 3 or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1 for d in shape):
         raise ValueError(f"{name} must be (C, H, W) with positive integer entries, got {input_shape!r}")
-    return tuple(int(d) for d in shape)
+    return _chw(shape)
 
 
 def check_bounds(bounds, name: str = "bounds") -> tuple[float, float]:
@@ -164,7 +172,7 @@ class ThresholdDetector(EvasionDetector):
         check_positive_int(batch_size, "batch_size")
         x = check_images(x, self.input_shape, self.bounds, "x")
         if self.input_shape is None:
-            self.fitted_shape = tuple(int(d) for d in x.shape[1:])
+            self.fitted_shape = _chw(x.shape[1:])  # check_images: x has rank 4
         return x
 
     @property
@@ -431,7 +439,8 @@ class MagNet:
             if tuple(part.bounds) != tuple(chosen):
                 raise ValueError(f"bounds {chosen} differ from the bounds {tuple(part.bounds)} of {what}; "
                                  f"give every component the classifier's clip values")
-        return tuple(chosen)
+        low, high = chosen
+        return low, high
 
     @property
     def expected_shape(self) -> Shape | None:
@@ -440,11 +449,12 @@ class MagNet:
 
     def _check_shapes(self) -> Shape | None:
         """The expected input shape; ``ValueError`` when the given and the components' shapes disagree."""
-        shapes = {}
+        shapes: dict[str, Shape] = {}
         for what, part in self._components():
             shape = part.input_shape if isinstance(part, Reformer) else part.expected_shape
             if shape is not None:
-                shapes[what] = tuple(shape)
+                c, h, w = shape
+                shapes[what] = (c, h, w)
         chosen = self.input_shape or next(iter(shapes.values()), None) or self.fitted_shape
         for what, shape in shapes.items():
             if shape != chosen:
@@ -477,7 +487,7 @@ class MagNet:
         """Set every detector's threshold on clean validation inputs."""
         x_val = check_images(x_val, self.expected_shape, self.bounds, "x_val")
         if self.expected_shape is None:
-            self.fitted_shape = tuple(int(d) for d in x_val.shape[1:])
+            self.fitted_shape = _chw(x_val.shape[1:])  # check_images: x_val has rank 4
         for det in self.detectors:
             det.fit(x_val, batch_size=batch_size)
         return self

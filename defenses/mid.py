@@ -150,7 +150,10 @@ class MutualInformationDetector(ThresholdDetector):
         if (ae is None) == (encoder is None or decoder is None):
             raise ValueError("give either ae, or both encoder and decoder")
         self.classifier = classifier.eval()
-        self.ae = ae.eval() if ae is not None else nn.Sequential(encoder, decoder).eval()
+        if ae is not None:
+            self.ae = ae.eval()
+        elif encoder is not None and decoder is not None:  # always so here, by the check above
+            self.ae = nn.Sequential(encoder, decoder).eval()
         self.estimator = estimator
         if temperature is None:
             temperature = MAX_COUPLING_TEMPERATURE if estimator == "max_coupling" else 1.0

@@ -29,6 +29,7 @@ import math
 import random
 import time
 from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 import torch
@@ -102,6 +103,8 @@ class _TorchTrainer(Trainer):
     """The loop both trainers share: checks, the optimiser, seeded shuffling, progress, history."""
 
     name = "train"
+    #: ``(standardisation + model, model)``, built by ``forward_module`` on first use (unset until then).
+    _normalised: tuple[nn.Module, nn.Module]
 
     def __init__(self, classifier, *, epochs: int, batch_size: int, lr: float, optimizer: str, weight_decay: float,
                  seed: int) -> None:
@@ -378,7 +381,7 @@ class AdversarialTraining(_TorchTrainer):
 
     def _craft_fast(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One forward-backward: ART's FGM arithmetic (or the native ``StepLL``'s), in torch."""
-        spec = self.attack
+        spec = cast(AttackSpec, self.attack)  # only called when uses_fast_path, which requires an AttackSpec
         eps = float(spec.resolved_params()["eps"])
         low, high = (float(v) for v in np.asarray(self.classifier.clip_values, dtype=np.float32).ravel()[:2])
         x0 = x.detach().to(torch.float32)

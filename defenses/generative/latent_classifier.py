@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Protocol, cast
 
 import torch
 from torch import nn
@@ -24,6 +25,18 @@ from torch.nn import functional as F
 logger = logging.getLogger(__name__)
 
 _VAE_METHODS = ("encode", "decode", "neg_elbo")
+
+
+class _VAELike(Protocol):
+    """What `GenerativeClassifier` uses of its VAE (checked, duck-typed, in its ``__init__``)."""
+
+    latent_dim: int
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor: ...
+
+    def neg_elbo(self, x_in: torch.Tensor, x_target: torch.Tensor) -> torch.Tensor: ...
 
 
 class LatentClassifier(nn.Module):
@@ -153,17 +166,22 @@ class GenerativeClassifier(nn.Module):
             self.set_target_images(target_images)
 
     @property
+    def _vae_api(self) -> _VAELike:
+        # The VAE as the duck type __init__ checked it for (encode, decode, neg_elbo, latent_dim).
+        return cast(_VAELike, self.vae)
+
+    @property
     def latent_dim(self) -> int:
-        return int(self.vae.latent_dim)
+        return int(self._vae_api.latent_dim)
 
     # ------------------------------------------------------------ pieces used by the attacks
     def encode_mean(self, x: torch.Tensor) -> torch.Tensor:
         """Latent mean ``μ(x)``, shape ``(B, latent_dim)``."""
-        return self.vae.encode(x)[0].flatten(1)
+        return self._vae_api.encode(x)[0].flatten(1)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Decoded images ``f_dec(z)``."""
-        return self.vae.decode(z)
+        return self._vae_api.decode(z)
 
     def classify_latent(self, z: torch.Tensor) -> torch.Tensor:
         """Logits ``f_class(z)``."""
@@ -171,7 +189,7 @@ class GenerativeClassifier(nn.Module):
 
     def neg_elbo(self, x_in: torch.Tensor, x_target: torch.Tensor) -> torch.Tensor:
         """The VAE's negative ELBO of ``x_target`` under the encoding of ``x_in``, shape ``(B,)``."""
-        return self.vae.neg_elbo(x_in, x_target)
+        return self._vae_api.neg_elbo(x_in, x_target)
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """``f_dec(μ(x))``, reshaped like ``x``."""
@@ -219,7 +237,7 @@ class GenerativeClassifier(nn.Module):
             raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
         k = nb_classes or getattr(self.latent_classifier, "nb_classes", None) or int(y.max()) + 1
         device = next(iter(self.parameters()), x).device
-        mu = _encode_means(self.vae.encode, x, device, batch_size).cpu().double()
+        mu = _encode_means(self._vae_api.encode, x, device, batch_size).cpu().double()
         chosen = []
         for cls in range(k):
             idx = (y == cls).nonzero().flatten()

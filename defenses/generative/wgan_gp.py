@@ -150,8 +150,9 @@ def train_wgan_gp(generator: WGANGenerator, critic: WGANCritic, x: torch.Tensor,
     gen = torch.Generator().manual_seed(seed)
     generator.to(device).train()
     critic.to(device).train()
-    opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=tuple(betas))
-    opt_c = torch.optim.Adam(critic.parameters(), lr=lr, betas=tuple(betas))
+    beta1, beta2 = betas  # two of them, checked above
+    opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=(beta1, beta2))
+    opt_c = torch.optim.Adam(critic.parameters(), lr=lr, betas=(beta1, beta2))
     real_batches = _real_batches(x, batch_size, gen, device)
     history = []
     bar = tqdm(range(iterations), desc="train WGAN-GP", unit="it", leave=False)

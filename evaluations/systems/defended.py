@@ -23,7 +23,7 @@ from torch import nn
 
 from advbridge.bridge import Model
 from advbridge.defenses.magnet import (DivergenceDetector, MagNet, RandomizedMagNet, ReconstructionErrorDetector,
-                                       Reformer)
+                                       Reformer, check_input_shape)
 from advbridge.defenses.invert_and_classify import EnhancedInvertAndClassify, GeneratorProjection, InvertAndClassify
 from advbridge.defenses.mid import MutualInformationDetector
 
@@ -97,7 +97,7 @@ class DefenseBuilder:
             assert isinstance(projection, GeneratorProjection)  # what autoencoder("invert") builds
             return InvertAndClassify.around(projection, _device_type(model.device))
         return Reformer(self.autoencoder(name), model.bounds, _device_type(model.device),
-                        input_shape=tuple(model.input_shape))
+                        input_shape=check_input_shape(model.input_shape))
 
     def classifier(self, kind: str, model: Model) -> Model:
         """``base``: ``model``; ``enhanced``: ``model`` fine-tuned by Enhanced Invert-and-Classify (cached)."""
@@ -194,7 +194,7 @@ class DefenseBuilder:
     def _detector(self, cfg: dict[str, Any], classifier: nn.Module, model: Model):
         ae = self.autoencoder(cfg["ae"])
         drop = float(cfg.get("drop_rate", 0.001))
-        device, shape, bounds = model.device, tuple(model.input_shape), model.bounds
+        device, shape, bounds = model.device, check_input_shape(model.input_shape), model.bounds
         if cfg["kind"] == "reconstruction":
             return ReconstructionErrorDetector(ae, p=int(cfg.get("p", 2)), drop_rate=drop, device=device,
                                                input_shape=shape, bounds=bounds)
