@@ -17,7 +17,7 @@ import torch
 
 from bench_defenses import median_time  # the same timing helper (bench/ is on sys.path when run as a script)
 
-from advbridge.defenses.invert_and_classify import project
+from advbridge.defenses.projection import project
 from advbridge.evaluations.data.datasets import load_dataset
 from advbridge.evaluations.zoo.generative import GeneratorRecipe, load_generator
 

@@ -34,7 +34,8 @@ from advbridge.bridge.attacks import ATTACKS, BuildContext
 from advbridge.defenses import (MNIST_AE_I, MNIST_AE_II, DenoisingAutoEncoder, DivergenceDetector, MagNet,
                                 MutualInformationDetector, ReconstructionErrorDetector, Reformer)
 from advbridge.defenses.generative.latent_classifier import GenerativeClassifier, LatentClassifier
-from advbridge.defenses.invert_and_classify import EnhancedInvertAndClassify, GeneratorProjection, InvertAndClassify
+from advbridge.defenses.invert_and_classify import EnhancedInvertAndClassify, InvertAndClassify
+from advbridge.defenses.projection import GeneratorProjection
 from advbridge.defenses.mid import ESTIMATORS as MID_ESTIMATORS
 from advbridge.evaluations.analysis.domain_shift import evaluate_domain_shift
 from advbridge.evaluations.estimators.base import ESTIMATORS

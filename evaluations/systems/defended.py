@@ -24,7 +24,8 @@ from torch import nn
 from advbridge.bridge import Model
 from advbridge.defenses.magnet import (DivergenceDetector, MagNet, RandomizedMagNet, ReconstructionErrorDetector,
                                        Reformer, check_input_shape)
-from advbridge.defenses.invert_and_classify import EnhancedInvertAndClassify, GeneratorProjection, InvertAndClassify
+from advbridge.defenses.invert_and_classify import EnhancedInvertAndClassify, InvertAndClassify
+from advbridge.defenses.projection import GeneratorProjection
 from advbridge.defenses.mid import MutualInformationDetector
 
 from advbridge.evaluations.core.cache import cached_modules

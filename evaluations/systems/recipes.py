@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from advbridge.defenses.autoencoders import CIFAR_AE, MNIST_AE_I, MNIST_AE_II
-from advbridge.defenses.invert_and_classify import GRADIENTS, check_projection_settings
+from advbridge.defenses.projection import GRADIENTS, check_projection_settings
 from advbridge.defenses.mid import ESTIMATORS
 
 from advbridge.evaluations.zoo.generative import GeneratorRecipe

@@ -1,5 +1,5 @@
-"""Invert-and-Classify: the projection against PCA's closed form, BPDA/unrolled gradients, ART and Foolbox attacks
-through it, and the Enhanced INC trainer."""
+"""Invert-and-Classify: BPDA gradients, ART and Foolbox attacks through it, batch independence, input checks and the
+Enhanced INC trainer (the projection itself: test_projection.py)."""
 
 from __future__ import annotations
 
@@ -11,53 +11,9 @@ from torch import nn
 
 from advbridge.bridge import Model
 from advbridge.defenses.generative import VAE
-from advbridge.defenses.invert_and_classify import (EnhancedInvertAndClassify, GeneratorProjection, InvertAndClassify,
-                                                    descend, initial_codes, project)
+from advbridge.defenses.invert_and_classify import EnhancedInvertAndClassify, InvertAndClassify
+from advbridge.defenses.projection import GeneratorProjection, project
 from advbridge.defenses.magnet import MagNet
-
-
-class LinearGenerator(nn.Module):
-    """``G(z) = mean + W z`` with orthonormal W: PCA as a generative model, whose projection has a closed form."""
-
-    def __init__(self, mean: torch.Tensor, basis: torch.Tensor) -> None:
-        super().__init__()
-        self.register_buffer("mean", mean.flatten())
-        self.register_buffer("basis", basis)  # (D, d), orthonormal columns
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return (self.mean + z @ self.basis.T).reshape(len(z), 1, 28, 28)
-
-
-@pytest.fixture(scope="module")
-def pca(mnist5k):
-    x = mnist5k.x_train[:2000].flatten(1)
-    mean = x.mean(0)
-    _, _, v = torch.linalg.svd(x - mean, full_matrices=False)
-    return LinearGenerator(mean, v[:16].T.contiguous())
-
-
-def closed_form(pca: LinearGenerator, x: torch.Tensor) -> torch.Tensor:
-    z = (x.flatten(1) - pca.mean) @ pca.basis
-    return pca(z)
-
-
-def test_projection_reaches_the_closed_form_on_pca(pca, mnist5k):
-    # Unclamped bounds: the least-squares projection on the PCA plane is exact and unique.
-    x = mnist5k.x_test[:8]
-    p = project(pca, x, 16, steps=200, restarts=3, lr=10.0, momentum=0.7, bounds=(-10.0, 10.0))
-    assert torch.allclose(p.images, closed_form(pca, x), atol=1e-3)
-    assert p.z.shape == (8, 16) and p.mse.shape == (8,)
-
-
-def test_restarts_batched_equal_the_python_loop_and_keep_the_best(pca, mnist5k):
-    x = mnist5k.x_test[:4]
-    a = project(pca, x, 16, steps=5, restarts=4, batched=True)
-    b = project(pca, x, 16, steps=5, restarts=4, batched=False)
-    assert torch.allclose(a.images, b.images, atol=1e-5)
-    z0 = initial_codes(4, 4, 16, init_std=0.25, seed=0)  # the default sqrt(1/d) for d = 16
-    finals = torch.stack([descend(pca, x, z0[:, r], 5, 10.0, 0.7, "sgd", (0.0, 1.0), False)[1] for r in range(4)], 1)
-    assert torch.allclose(a.mse, finals.min(1).values, atol=1e-7)
-    assert torch.allclose(a.mse, (a.images - x).pow(2).flatten(1).mean(1), atol=1e-7)
 
 
 def test_bad_projection_settings_name_the_argument(pca):
@@ -84,23 +40,6 @@ def test_bpda_gradient_is_the_classifier_gradient_at_the_projection(pca, tiny, a
         projected = inc.forward(x)[0]
     expected = tiny.art().loss_gradient(projected.numpy(), onehot)
     np.testing.assert_allclose(grad, expected, rtol=1e-4, atol=1e-7)
-
-
-def test_unrolled_gradient_matches_finite_differences(pca, mnist5k):
-    gen = LinearGenerator(pca.mean.double(), pca.basis.double())
-    x = mnist5k.x_test[:1].double().requires_grad_(True)
-    direction = torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    out = project(gen, x, 16, steps=5, restarts=1, lr=5.0, create_graph=True, bounds=(-10.0, 10.0))
-    (out.images * out.images).sum().backward()
-    analytic = float((x.grad * direction).sum())
-
-    def value(t: float) -> float:
-        with torch.no_grad():
-            moved = (x + t * direction).detach()
-        imgs = project(gen, moved, 16, steps=5, restarts=1, lr=5.0, bounds=(-10.0, 10.0)).images
-        return float((imgs * imgs).sum())
-    numeric = (value(1e-4) - value(-1e-4)) / 2e-4
-    assert analytic == pytest.approx(numeric, rel=1e-4)
 
 
 def test_art_and_foolbox_pgd_break_inc_with_bpda(pca, tiny, attack_set):
@@ -182,17 +121,6 @@ def test_projection_of_an_image_does_not_depend_on_its_batch(which, pca, conv_de
     assert max(float((sweeps[0] - other).abs().max()) for other in sweeps[1:]) <= 1e-6
     other_seed = InvertAndClassify(generator, d, steps=8, restarts=3, seed=4).forward(x[:1])[0]
     assert (other_seed - alone).abs().max() > 1e-4  # the seed still matters: z₀ is drawn, not fixed
-
-
-def test_projection_memo_is_exact(pca, mnist5k):
-    x = mnist5k.x_test[:6]
-    projection = GeneratorProjection(pca, 16, steps=5, restarts=2)
-    first = projection.project(x)
-    assert projection.project(x.clone()) is first  # an identical batch is served from the memo
-    halves = torch.cat([projection.project(x[:3]).images, projection.project(x[3:]).images])
-    assert (halves - first.images).abs().max() <= 1e-6  # split batches agree (float rounding of the BLAS only)
-    recomputed = GeneratorProjection(pca, 16, steps=5, restarts=2).project(x)
-    assert torch.equal(recomputed.images, first.images) and torch.equal(recomputed.z, first.z)
 
 
 BAD = {
