@@ -8,6 +8,10 @@ from advbridge.bridge.result import DEFINITIONS
 from advbridge.evaluations.reports.section import SECTIONS, Section, SuiteReport, data_note
 
 
+#: ``model_info["weights"]`` (where the zoo found the model) as the summary words it.
+WEIGHTS_SOURCE = {"shipped": "shipped weights", "cache": "trained locally", "trained": "trained locally"}
+
+
 def summary_markdown(report: SuiteReport) -> list[str]:
     """The suite's title and the facts every table below relies on."""
     suite, done, estimates = report.suite, report.done, report.estimates
@@ -35,7 +39,8 @@ def summary_markdown(report: SuiteReport) -> list[str]:
         for model in models:
             info = done[[c["record"]["model"] for c in done].index(model)]["record"].get("model_info") or {}
             if "test_accuracy" in info:
-                lines.append(f"- `{model}`: test accuracy {100 * info['test_accuracy']:.2f}% (zoo, trained locally).")
+                source = WEIGHTS_SOURCE.get(info.get("weights", ""), "weights of unrecorded origin")
+                lines.append(f"- `{model}`: test accuracy {100 * info['test_accuracy']:.2f}% (zoo, {source}).")
         lines.append("")
     return lines
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -88,6 +89,7 @@ def test_run_writes_store_and_reports(small_run):
     assert len(csv_lines) == 9 and csv_lines[0].startswith("suite,cell,model")
     report = (out / "report.md").read_text()
     assert "## Backends compared, sample by sample" in report and "security_small_fgsm_linf.png" in report
+    assert re.search(r"- `mnist_tiny_cnn`: test accuracy \d+\.\d\d% \(zoo, shipped weights\)\.", report)
     assert (out / "plots" / "security_small_fgsm_linf.png").stat().st_size > 1000
     assert list((out / "plots").glob("minimal_small_*deepfool*.png"))
     assert json.loads(next((out / "crossval").glob("*fgsm*eps0.1/crossval.json")).read_text())["agreement"] == 1.0
