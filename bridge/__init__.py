@@ -4,12 +4,12 @@
 """
 
 from .attacks import ATTACKS, BACKENDS, NORMS, AttackDef, get_attack
-from .crossval import CrossvalReport, Flag, crossval
+from .crossval import CrossvalReport, Flag, aa_check, crossval
 from .model import Model, Normalize, default_device
 from .result import AttackResult, perturbation_norms
 from .run import run_attack, seed_everything
 from .spec import AttackSpec
 
 __all__ = ["ATTACKS", "BACKENDS", "NORMS", "AttackDef", "AttackResult", "AttackSpec", "CrossvalReport", "Flag",
-           "Model", "Normalize", "crossval", "default_device", "get_attack", "perturbation_norms", "run_attack",
+           "Model", "Normalize", "aa_check", "crossval", "default_device", "get_attack", "perturbation_norms", "run_attack",
            "seed_everything"]

@@ -16,6 +16,7 @@ from .model import Model
 from .result import DEFINITIONS, AttackResult
 from .run import run_attack
 from .spec import AttackSpec
+from .stats import ALPHA, mcnemar_p, median_interval, wilcoxon_p
 from .validation import check_inputs, check_labels
 
 #: Tolerances behind the flags.
@@ -188,6 +189,30 @@ def crossval(model: Model, x, y, spec: AttackSpec, backends: tuple[str, ...] | l
     return report
 
 
+def aa_check(model: Model, x, y, spec: AttackSpec, backend: str = "art", seeds: tuple[int, int] = (0, 1), *,
+             batch_size: int = 128, progress: bool = True) -> CrossvalReport:
+    """The A/A check of a random attack: one backend run with two seeds, compared with the statistics crossval uses
+    for random attacks. Its flags are false alarms by construction (the same implementation), so over many seed
+    pairs they should be raised at most ``stats.ALPHA`` of the time.
+
+    :param seeds: The two seeds; the results are keyed ``"<backend>@<seed>"``.
+    """
+    if not isinstance(spec, AttackSpec):
+        raise TypeError(f"spec must be an AttackSpec, got {type(spec).__name__}")
+    if len(seeds) != 2 or seeds[0] == seeds[1]:
+        raise ValueError(f"seeds must be two different integers, got {seeds!r}")
+    if not is_random(spec, spec.resolved_params()):
+        raise ValueError(f"aa_check needs a random attack (stochastic, or random_start=True); {spec} is deterministic")
+    results = {f"{backend}@{s}": run_attack(model, x, y, spec, backend, seed=s, batch_size=batch_size,
+                                            progress=progress) for s in seeds}
+    report = CrossvalReport(spec=spec, params=spec.resolved_params(), results=results,
+                            agreement=agreement_rate(results))
+    (a, ra), (b, rb) = results.items()
+    norm_key = "l2" if spec.norm == "l2" or not spec.definition.minimization else spec.norm
+    report.stronger_by_pair[(a, b)] = _statistical_flags(report, a, ra, b, rb, norm_key, spec.definition.minimization)
+    return report
+
+
 def agreement_rate(results: dict[str, AttackResult]) -> float:
     """Fraction of the correctly classified inputs on which every backend's success agrees (NaN when none is;
     already-misclassified inputs are failures everywhere, so they would agree by definition)."""
@@ -212,9 +237,12 @@ def compare(report: CrossvalReport, bounds: tuple[float, float] | None = None) -
         if differ:
             text = ", ".join(f"{k}={own!r} (shared {shared!r})" for k, (own, shared) in sorted(differ.items()))
             flags.append(Flag("defaults_differ", f"{name}'s own defaults would differ from the shared ones: {text}"))
+    random = is_random(spec, report.params)
     for (a, ra), (b, rb) in itertools.combinations(report.results.items(), 2):
         gap = ra.success_rate - rb.success_rate
-        if abs(gap) > SUCCESS_GAP:
+        if random:
+            verdict = _statistical_flags(report, a, ra, b, rb, norm_key, attack.minimization)
+        elif abs(gap) > SUCCESS_GAP:
             flags.append(Flag("success_gap", f"success differs by more than {100 * SUCCESS_GAP:.0f} points: "
                                              f"{a} {100 * ra.success_rate:.1f}% vs {b} {100 * rb.success_rate:.1f}%"))
         common = ra.success & rb.success
@@ -222,11 +250,12 @@ def compare(report: CrossvalReport, bounds: tuple[float, float] | None = None) -
         mb = rb.median_norm(norm_key, common)
         if common.any():
             report.ratios[f"median {norm_key} ratio {a}/{b} (common successes)"] = ma / mb if mb > 0 else float("nan")
-            if attack.minimization and abs(gap) <= SUCCESS_GAP and abs(ma - mb) > NORM_GAP * min(ma, mb):
+            if not random and attack.minimization and abs(gap) <= SUCCESS_GAP and \
+                    abs(ma - mb) > NORM_GAP * min(ma, mb):
                 flags.append(Flag("norm_gap", f"median {norm_key} differs by more than {100 * NORM_GAP:.0f}% at "
                                               f"equal success: {a} {ma:.4g} vs {b} {mb:.4g} on {int(common.sum())} "
                                               "samples both broke"))
-        report.stronger_by_pair[(a, b)] = _stronger(a, b, gap, ma, mb, attack.minimization)
+        report.stronger_by_pair[(a, b)] = verdict if random else _stronger(a, b, gap, ma, mb, attack.minimization)
         if attack.same_algorithm and not report.params.get("random_start", False) and ra.x_adv is not None \
                 and rb.x_adv is not None:
             diff = float((ra.x_adv - rb.x_adv).abs().max())
@@ -247,6 +276,42 @@ def compare(report: CrossvalReport, bounds: tuple[float, float] | None = None) -
         if causes:
             f.cause = "; ".join(c.cause for c in causes)
             f.upstream = tuple(dict.fromkeys(u for c in causes for u in c.upstream))
+
+
+def is_random(spec: AttackSpec, params: dict[str, Any]) -> bool:
+    """Whether two runs of ``spec`` may differ by chance: a stochastic attack, or a random start."""
+    return spec.definition.stochastic or bool(params.get("random_start", False))
+
+
+def _statistical_flags(report: CrossvalReport, a: str, ra: AttackResult, b: str, rb: AttackResult, norm_key: str,
+                       minimization: bool) -> str | None:
+    """Flags for a random attack: McNemar on per-sample success and (minimisation attacks) Wilcoxon on the paired
+    norms of the inputs both broke, each at ``ALPHA / 2``; the p-values and the medians' 95% intervals go into
+    ``report.ratios``. Returns the stronger backend when a test finds a difference, else ``None`` (a tie)."""
+    correct = ~(ra.misclassified | rb.misclassified)
+    p_success = mcnemar_p(ra.success, rb.success, correct)
+    report.ratios[f"McNemar p {a}/{b} (per-sample success)"] = p_success
+    if p_success < ALPHA / 2:
+        report.flags.append(Flag("success_gap", f"success differs beyond chance (McNemar p = {p_success:.3g} < "
+                                                f"{ALPHA / 2:g}): {a} {100 * ra.success_rate:.1f}% vs {b} "
+                                                f"{100 * rb.success_rate:.1f}%"))
+        return a if ra.success_rate > rb.success_rate else b
+    if not minimization:
+        return None
+    common = ra.success & rb.success
+    na, nb = ra.norms[norm_key][common], rb.norms[norm_key][common]
+    p_norm = wilcoxon_p(na, nb)
+    report.ratios[f"Wilcoxon p {a}/{b} (median {norm_key}, common successes)"] = p_norm
+    for name, values in ((a, na), (b, nb)):
+        low, high = median_interval(values)
+        report.ratios[f"median {norm_key} {name} 95% interval low"] = low
+        report.ratios[f"median {norm_key} {name} 95% interval high"] = high
+    if p_norm < ALPHA / 2:
+        report.flags.append(Flag("norm_gap", f"median {norm_key} differs beyond chance (Wilcoxon p = {p_norm:.3g} < "
+                                             f"{ALPHA / 2:g}): {a} {float(np.median(na)):.4g} vs {b} "
+                                             f"{float(np.median(nb)):.4g} on {int(common.sum())} samples both broke"))
+        return a if float(np.median(na)) < float(np.median(nb)) else b
+    return None
 
 
 def _stronger(a: str, b: str, gap: float, ma: float, mb: float, minimization: bool) -> str | None:

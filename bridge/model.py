@@ -48,6 +48,14 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+class Float32(nn.Module):
+    """Casts floating input to float32 (identity on float32). ART's decision-based attacks (HopSkipJump, Boundary)
+    hand float64 arrays to ``predict``, which a float32 torch module refuses."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if x.dtype == torch.float32 else x.float()
+
+
 def _art_preprocessor(module: nn.Module, device_type: str):
     """Wrap a plain ``nn.Module`` as an ART ``PreprocessorPyTorch`` (differentiable, predict-only)."""
     if isinstance(module, PreprocessorPyTorch):
@@ -170,7 +178,8 @@ class Model:
         """
         if probabilities not in self._art:
             device_type = "gpu" if self.device.type == "cuda" else "cpu"
-            module = nn.Sequential(self.module, nn.Softmax(dim=1)) if probabilities else self.module
+            module = nn.Sequential(Float32(), self.module, nn.Softmax(dim=1)) if probabilities else \
+                nn.Sequential(Float32(), self.module)
             preprocessing: tuple[Any, Any] = (0.0, 1.0)
             if self.mean is not None:
                 shape = (-1, 1, 1)

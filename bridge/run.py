@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import time
@@ -25,6 +26,18 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+#: The toolkit batch size of every stochastic attack, whatever ``batch_size`` the caller gives.
+STOCHASTIC_QUERY_BATCH = 64
+
+
+def input_seed(seed: int, x: torch.Tensor, goal: torch.Tensor) -> int:
+    """The seed of one input of a stochastic attack: a hash of the run's ``seed``, the input's bytes and its label
+    or target, so it does not depend on the input's batch or position."""
+    digest = hashlib.sha256(np.int64(seed).tobytes() + x.detach().cpu().contiguous().numpy().tobytes()
+                            + np.int64(int(goal)).tobytes()).digest()
+    return int.from_bytes(digest[:4], "little")
 
 
 def resolve_targets(spec: AttackSpec, model: Model, x: torch.Tensor, y: torch.Tensor, seed: int,
@@ -105,18 +118,28 @@ def run_attack(model: Model, x, y, spec: AttackSpec, backend: str = "art", *, se
     seed_everything(int(seed))
     targets = resolve_targets(spec, model, x_t, y_t, int(seed))
     goal = targets if targets is not None else y_t
+    # A stochastic attack runs one input at a time; its toolkit batch (the batches in which ART queries the model)
+    # is fixed, because a decision-based attack's path turns on the round-off of queries at the boundary.
     ctx = BuildContext(model=model, norm=spec.norm, params=params, targeted=spec.is_targeted,
-                       batch_size=min(batch_size, len(x_t)))
+                       batch_size=STOCHASTIC_QUERY_BATCH if attack_def.stochastic else min(batch_size, len(x_t)))
     attack = attack_def.build[backend](ctx)
 
     chunks = []
-    n_batches = (len(x_t) + batch_size - 1) // batch_size
     start_time = time.perf_counter()
-    for start in tqdm(range(0, len(x_t), batch_size), total=n_batches, desc=f"{spec.name}/{backend}",
-                      unit="batch", leave=False, disable=not progress or n_batches < 2):
-        sl = slice(start, start + batch_size)
-        chunks.append(_generate_batch(backend, attack, model, attack_def.minimization, x_t[sl], goal[sl],
-                                      spec.is_targeted))
+    if attack_def.stochastic:  # one input at a time, its RNGs seeded from the input itself
+        for i in tqdm(range(len(x_t)), desc=f"{spec.name}/{backend}", unit="input", leave=False,
+                      disable=not progress or len(x_t) < 2):
+            seed_everything(input_seed(int(seed), x_t[i], goal[i]))
+            attack = attack_def.build[backend](ctx)  # afresh: some toolkit attacks keep state between calls
+            chunks.append(_generate_batch(backend, attack, model, attack_def.minimization, x_t[i:i + 1],
+                                          goal[i:i + 1], spec.is_targeted))
+    else:
+        n_batches = (len(x_t) + batch_size - 1) // batch_size
+        for start in tqdm(range(0, len(x_t), batch_size), total=n_batches, desc=f"{spec.name}/{backend}",
+                          unit="batch", leave=False, disable=not progress or n_batches < 2):
+            sl = slice(start, start + batch_size)
+            chunks.append(_generate_batch(backend, attack, model, attack_def.minimization, x_t[sl], goal[sl],
+                                          spec.is_targeted))
     elapsed = time.perf_counter() - start_time
 
     judged = judge(model, x_t, torch.cat(chunks), y_t, targets)

@@ -64,7 +64,18 @@ RANDOM_BY_DESIGN = {
 }
 #: Cases whose batch dependence is a known, reported defect: (attack, norm, backend) -> reason. A fix flips them
 #: (strict xfail).
-KNOWN_BATCH_DEPENDENT: dict[tuple[str, str, str], str] = {}
+_ART_DECISION_BASED = ("ART's decision-based attacks: every input runs alone with its own seed and the same shared start "
+                       "whatever its batch, yet one input in four differs (by up to 0.21) between a four-input run "
+                       "and runs of one; Foolbox's HopSkipJump and Boundary pass. Cause not found yet (their path turns "
+                       "on model queries at the decision boundary)")
+KNOWN_BATCH_DEPENDENT: dict[tuple[str, str, str], str] = {
+    ("hsj", "l2", "art"): _ART_DECISION_BASED, ("hsj", "linf", "art"): _ART_DECISION_BASED,
+    ("boundary", "l2", "art"): _ART_DECISION_BASED}
+#: Cases that take minutes before their first step (numba compiles Brendel-Bethge's solver once per norm and
+#: toolkit, ~30 s each): run by `make test-slow`; `make test` keeps one norm of each (L∞).
+SLOW_TO_START = {("brendel_bethge", norm) for norm in ("l0", "l1", "l2")}
+#: Loop counts cut further for the query-hungry decision-based attacks (still their defaults otherwise).
+FAST_QUERIES = {"max_evals": 50, "init_evals": 10, "queries": 20, "steps": 5}
 
 
 # ---------------------------------------------------------------------------------------------- comparison
@@ -210,6 +221,8 @@ def _attack_cases():
                 for mode in modes:
                     reason = KNOWN_BATCH_DEPENDENT.get((name, norm, backend))
                     marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+                    if (name, norm) in SLOW_TO_START:
+                        marks.append(pytest.mark.slow)
                     yield pytest.param(name, norm, backend, mode, id=f"{name}-{norm}-{backend}-{mode}", marks=marks)
     for (name, key, value), reason in sorted(RANDOM_BY_DESIGN.items()):
         yield pytest.param(name, None, None, f"{key}={value}", id=f"{name}-{key}={value}",
@@ -218,7 +231,8 @@ def _attack_cases():
 
 def _fast_params(name: str, norm: str) -> dict:
     defaults = ATTACKS[name].param_defaults(norm)
-    return {key: value for key, value in FAST.items() if key in defaults}
+    fast = {**FAST, **FAST_QUERIES} if ATTACKS[name].stochastic else FAST
+    return {key: value for key, value in fast.items() if key in defaults}
 
 
 def _attacked_model(name: str, norm: str, backend: str, params: dict, targeted: bool, candidates: dict) -> str:

@@ -54,6 +54,10 @@ class AttackDef:
     :param requires_target: The attack is always targeted (JSMA).
     :param fixed_target: The only target mode allowed (``least_likely`` for step_ll).
     :param minimization: Returns minimal perturbations rather than working at a fixed budget.
+    :param stochastic: Draws random numbers in every run (Square, HopSkipJump, Boundary, the noise attacks). Such an
+        attack runs one input at a time, every RNG seeded from the run's seed and the input itself
+        (``bridge.run.input_seed``), so an input's result does not depend on its batch, its position or the batch
+        size, and the same seed gives the same numbers. Crossval compares stochastic attacks statistically.
     :param same_algorithm: Both toolkits implement the same deterministic algorithm, so outputs must
         match to 1e-5 when no random start is used.
     :param derive: Fills derived parameters (e.g. an absolute step size from ``eps``).
@@ -75,6 +79,7 @@ class AttackDef:
     requires_target: bool = False
     fixed_target: str | None = None
     minimization: bool = False
+    stochastic: bool = False
     same_algorithm: bool = False
     derive: Callable[[str, dict[str, Any]], None] | None = None
     build: Mapping[str, Callable[[BuildContext], Any]] = field(default_factory=dict)
