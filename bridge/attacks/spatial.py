@@ -4,7 +4,9 @@ Not an Lp attack: the perturbation is a rotation by one of ``num_rotations`` ang
 max_rotation]`` (degrees) and a shift by one of ``num_translations`` offsets per axis in ``[-max_translation,
 max_translation]`` (pixels); the first grid point that fools the model is kept, an input no grid point fools is
 returned as it is. It is registered at ``linf`` only because every attack names a norm: the norm does not bound
-anything here, it only names what reports measure.
+anything here, it only names what reports measure. Foolbox's ``SpatialAttack`` is neither a fixed-epsilon nor a
+minimisation attack: it ignores ``epsilons`` (the bridge passes ``None``) and returns the input where it fails.
+Targeted runs are Foolbox only (its criterion); ART's attack reads no label.
 
 ART (``SpatialTransformation``) and Foolbox (``SpatialAttack(grid_search=True)``) search the same grid once the
 units are translated, which is what the builders below do:
@@ -13,7 +15,9 @@ units are translated, which is what the builders below do:
   whole pixels; Foolbox takes pixels, but converts them with ``t / (n/2)`` into ``grid_sample``'s
   ``align_corners=True`` coordinates, where 2 spans ``n - 1`` pixels, so its shift is ``t (n-1)/n`` pixels. The
   bridge passes ART ``100 t / n`` % and Foolbox ``t n/(n-1)``; with integer offsets (``2 max_translation /
-  (num_translations - 1)`` a whole number, as at the shared defaults) both shift by exactly the same pixels.
+  (num_translations - 1)`` a whole number) both shift by exactly the same pixels. Hence the shared default of 7
+  offsets (-3..3 px): Foolbox's own 5 give +-1.5 px, which ART rounds to +-2 and Foolbox interpolates. Images must
+  be square (one pixel count for both axes); ``max_translation`` is at most their side (ART's 100%).
 - **ART's grid on NCHW input.** ART sizes its translation grid from ``x.shape[1]`` and ``x.shape[2]``, which on
   channels-first input are the channels and the height: on 1x28x28 MNIST it never shifts vertically. The bridge
   hands ART a channels-last view and a classifier that reads it (the same torch pipeline behind a transposition).
@@ -26,11 +30,16 @@ units are translated, which is what the builders below do:
   negated bounds (its ``linspace`` then runs from ``+max`` to ``-max``), so both visit the translations in the same
   order and, on a grid with a single angle, the same grid points in the same order.
 
-What stays different (``KnownCause`` below, measured in ``tests/bridge/attacks/test_spatial.py``): ART interpolates
-with ``scipy.ndimage`` cubic splines (``order=3``, then clips to the bounds), Foolbox bilinearly (``grid_sample``), so
-a rotated image differs (max |dx| 0.19 at 15 degrees on MNIST; with ``order=1`` scipy matches Foolbox to 2e-6); with
-several angles and several offsets, the loops nest the rotation differently, so where several grid points fool,
-the toolkits may keep different ones. On translation-only grids with integer offsets the outputs are identical.
+What stays different (``KnownCause`` below, measured in ``tests/bridge/attacks/test_spatial.py`` against scipy
+references of each toolkit's transform): ART shifts by whole pixels, then rotates with ``scipy.ndimage`` cubic
+splines (``order=3``, ``mode="constant"``, then clips to the bounds); Foolbox samples the combined rotation and shift
+once, bilinearly with zero padding (``grid_sample``: scipy's ``affine_transform(order=1, mode="grid-constant")`` to
+2e-6). At the same grid point a rotated image differs by 0.11-0.22 (the spline order), and by up to 0.75 on a digit
+that touches the border (``mode="constant"`` does not interpolate beyond the edge, and the shift first drops what it
+moves out of the frame). With several angles and several offsets the loops nest the rotation differently (ART
+innermost, Foolbox outermost), so where several grid points fool, the toolkits keep different ones (9 of 32 MNIST
+inputs at the shared defaults; both fool all 32). On translation-only grids with integer offsets the outputs are
+identical (max |dx| 2e-6).
 """
 
 from __future__ import annotations
@@ -126,14 +135,15 @@ def _foolbox(ctx: BuildContext):
     return attack, None  # not a fixed-epsilon attack: SpatialAttack ignores `epsilons`
 
 
-INTERPOLATION = ("ART rotates with scipy.ndimage.rotate (cubic spline, order=3, then clips to the bounds), Foolbox "
-                 "samples bilinearly (grid_sample, align_corners=True, zero padding): a rotated image differs by up "
-                 "to 0.19 (15 and 30 degrees on MNIST), while scipy with order=1 matches Foolbox to 2e-6 and integer "
-                 "shifts agree to 2e-6; with several angles and several offsets ART loops rotations innermost and "
-                 "Foolbox outermost, so where several grid points fool, the two may keep different ones; ART fools "
-                 "relative to its clean prediction, Foolbox relative to the label (only already-misclassified "
-                 "inputs differ); a non-integer offset step is rounded to whole pixels by ART and interpolated by "
-                 "Foolbox")
+INTERPOLATION = ("ART shifts by whole pixels, then rotates with scipy.ndimage.rotate (cubic spline, order=3, "
+                 "mode='constant', then clips); Foolbox samples rotation and shift at once, bilinearly with zero "
+                 "padding (grid_sample = scipy affine_transform order=1, mode='grid-constant', to 2e-6): at the same "
+                 "grid point a rotated MNIST image differs by 0.11-0.22, up to 0.75 for a digit touching the border; "
+                 "with several angles and offsets ART loops rotations innermost and Foolbox outermost, so the first "
+                 "fooling point differs where several fool (9 of 32 inputs at the shared defaults, both 100% "
+                 "success); ART fools relative to its clean prediction, Foolbox relative to the label (only "
+                 "already-misclassified inputs differ); a non-integer offset step is rounded to whole pixels by ART "
+                 "and interpolated by Foolbox. Translation-only grids with integer offsets give identical outputs")
 
 SPATIAL = ATTACKS.add(AttackDef(
     name="spatial",

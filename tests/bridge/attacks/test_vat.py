@@ -83,25 +83,24 @@ def _errors(tiny, inputs, reports, xi: float) -> dict[str, np.ndarray]:
 
 def test_each_toolkit_follows_its_own_probe(tiny, inputs, reports):
     err = _errors(tiny, inputs, reports, 1e-2)
-    print(err)
     assert err["foolbox"].max() < 0.05   # measured <= 0.012: the paper's Hessian-vector product
-    assert err["art"].max() < 0.1        # measured <= 0.06 (finite differences): the gradient at radius 1
-    assert (err["art_paper"] > 2 * err["art"]).all()  # ART does not probe at xi
+    assert err["art"].max() < 0.05       # measured <= 0.026 (finite differences): the gradient at radius 1
+    assert (err["art_paper"] > 2 * err["art"]).all()  # measured 0.08-0.20: ART does not probe at xi
     for r in reports[1e-2].results.values():  # one step of eps, shortened only by the clip to [0, 1]
         assert (r.norms["l2"] <= reports[1e-2].params["eps"] + 1e-4).all() and r.norms["l2"].min() > 0.5
 
 
 def test_at_xi_1e_6_the_float32_directions_are_round_off(tiny, inputs, reports):
     err = _errors(tiny, inputs, reports, 1e-6)
-    print(err)
     # Unit directions scaled by eps = 1: a distance near sqrt(2) is an unrelated direction.
-    assert err["art"].min() > 0.5       # ART's finite differences are noise
-    assert err["foolbox"].min() > 0.2   # Foolbox's gradient at a 1e-6 probe is mostly round-off too
+    assert err["art"].min() > 0.5       # measured 0.80-0.97: ART's finite differences are noise
+    assert err["foolbox"].min() > 0.2   # measured 0.41-1.36: Foolbox's gradient at a 1e-6 probe is round-off too
 
 
 def test_statistical_crossval_and_the_cause(reports):
     report = reports[1e-2]
-    assert report.ratios  # McNemar p-value recorded: compared statistically (a random start)
+    assert "McNemar p art/foolbox (per-sample success)" in report.ratios  # compared statistically (random start)
+    assert not any(key.startswith("max |x_adv") for key in report.ratios)
     assert not [f for f in report.flags if f.code not in ("defaults_differ", "success_gap")]
     (cause,) = ATTACKS["vat"].known_causes
     assert cause.flags == {"success_gap"} and "finite differences" in cause.cause
