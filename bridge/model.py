@@ -48,12 +48,17 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
-class Float32(nn.Module):
-    """Casts floating input to float32 (identity on float32). ART's decision-based attacks (HopSkipJump, Boundary)
-    hand float64 arrays to ``predict``, which a float32 torch module refuses."""
+class Float32Classifier(PyTorchClassifier):
+    """ART's ``PyTorchClassifier`` that casts float64 input to float32 before predicting.
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x if x.dtype == torch.float32 else x.float()
+    ART's decision-based attacks (HopSkipJump, Boundary) hand float64 arrays to ``predict``, which a float32 torch
+    module refuses. Casting here keeps the wrapped module itself as ART's ``model``.
+    """
+
+    def predict(self, x: np.ndarray, batch_size: int = 128, training_mode: bool = False, **kwargs) -> np.ndarray:
+        if isinstance(x, np.ndarray) and x.dtype == np.float64:
+            x = x.astype(np.float32)
+        return super().predict(x, batch_size=batch_size, training_mode=training_mode, **kwargs)
 
 
 def _art_preprocessor(module: nn.Module, device_type: str):
@@ -178,14 +183,13 @@ class Model:
         """
         if probabilities not in self._art:
             device_type = "gpu" if self.device.type == "cuda" else "cpu"
-            module = nn.Sequential(Float32(), self.module, nn.Softmax(dim=1)) if probabilities else \
-                nn.Sequential(Float32(), self.module)
+            module = nn.Sequential(self.module, nn.Softmax(dim=1)) if probabilities else self.module
             preprocessing: tuple[Any, Any] = (0.0, 1.0)
             if self.mean is not None:
                 shape = (-1, 1, 1)
                 preprocessing = (np.asarray(self.mean, np.float32).reshape(shape),
                                  np.asarray(self.std, np.float32).reshape(shape))
-            self._art[probabilities] = PyTorchClassifier(
+            self._art[probabilities] = Float32Classifier(
                 model=module,
                 loss=nn.CrossEntropyLoss(),
                 input_shape=self.input_shape,

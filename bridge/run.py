@@ -129,8 +129,9 @@ def run_attack(model: Model, x, y, spec: AttackSpec, backend: str = "art", *, se
     if attack_def.stochastic:  # one input at a time, its RNGs seeded from the input itself
         for i in tqdm(range(len(x_t)), desc=f"{spec.name}/{backend}", unit="input", leave=False,
                       disable=not progress or len(x_t) < 2):
-            seed_everything(input_seed(int(seed), x_t[i], goal[i]))
             attack = attack_def.build[backend](ctx)  # afresh: some toolkit attacks keep state between calls
+            # Seeded after the build, so that what a toolkit's constructor draws cannot shift the input's draws.
+            seed_everything(input_seed(int(seed), x_t[i], goal[i]))
             chunks.append(_generate_batch(backend, attack, model, attack_def.minimization, x_t[i:i + 1],
                                           goal[i:i + 1], spec.is_targeted))
     else:

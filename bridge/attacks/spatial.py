@@ -47,10 +47,9 @@ from __future__ import annotations
 import foolbox as fb
 import numpy as np
 from art.attacks.evasion import SpatialTransformation
-from art.estimators.classification import PyTorchClassifier
 from torch import nn
 
-from ..model import Float32
+from ..model import Float32Classifier
 from .base import ATTACKS, AttackDef, BuildContext, KnownCause, require_positive
 
 
@@ -101,8 +100,8 @@ class ArtSpatial:
     def __init__(self, model, params) -> None:
         side = _square_side(model, params["max_translation"])
         channels = model.input_shape[0]
-        self.classifier = PyTorchClassifier(
-            model=nn.Sequential(_Transposed(), Float32(), model.pipeline), loss=nn.CrossEntropyLoss(),
+        self.classifier = Float32Classifier(
+            model=nn.Sequential(_Transposed(), model.pipeline), loss=nn.CrossEntropyLoss(),
             input_shape=(side, side, channels), nb_classes=model.nb_classes, channels_first=False,
             clip_values=np.asarray(model.bounds, dtype=np.float32),
             device_type="gpu" if model.device.type == "cuda" else "cpu")
