@@ -73,8 +73,8 @@ def test_unknown_attack_norm_backend_and_parameter(tiny, attack_set):
     x, y = attack_set
     with pytest.raises(ValueError, match="unknown attack 'fgsmm'"):
         AttackSpec("fgsmm")
-    with pytest.raises(ValueError, match="attack 'fgsm' does not support norm 'l1'"):
-        AttackSpec("fgsm", "l1")
+    with pytest.raises(ValueError, match="attack 'deepfool' does not support norm 'l1'"):
+        AttackSpec("deepfool", "l1")
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['epsilon'\] for attack 'fgsm'"):
         AttackSpec("fgsm", params={"epsilon": 0.1})
     with pytest.raises(ValueError, match="unknown backend 'cleverhans'"):
