@@ -8,10 +8,11 @@ STAMP := $(VENV)/.advbridge-installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+# build-constraints.txt reaches the isolated builds of sdists (adv-lib's visdom needs setuptools<81 to build).
+$(STAMP): pyproject.toml constraints.txt build-constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,ray,gp]'
+	PIP_CONSTRAINT=build-constraints.txt $(PY) -m pip install -q -c constraints.txt -e '.[dev,ray,gp,advlib]'
 	touch $(STAMP)
 
 demo: $(STAMP)

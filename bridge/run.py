@@ -72,7 +72,7 @@ def resolve_targets(spec: AttackSpec, model: Model, x: torch.Tensor, y: torch.Te
 
 def _generate_batch(backend: str, attack, model: Model, minimization: bool, xb: torch.Tensor,
                     goal: torch.Tensor, targeted: bool) -> torch.Tensor:
-    if backend in ("art", "native"):
+    if backend in ("art", "native", "advlib"):
         return torch.from_numpy(np.asarray(attack.generate(xb.numpy(), y=goal.numpy()), dtype=np.float32))
     fb_attack, eps = attack
     dev_x, dev_goal = xb.to(model.device), goal.to(model.device)
@@ -95,7 +95,7 @@ def run_attack(model: Model, x, y, spec: AttackSpec, backend: str = "art", *, se
     :param x: Inputs, NCHW within ``model.bounds`` (numpy or torch; float64 is cast).
     :param y: True labels, shape ``(N,)``.
     :param spec: The attack.
-    :param backend: ``art``, ``foolbox`` or ``native``.
+    :param backend: ``art``, ``foolbox``, ``native`` or ``advlib`` (the optional adv-lib backend).
     :param seed: Seeds every RNG before the run; the same seed on CPU gives identical numbers.
     :param batch_size: Inputs per toolkit call (also ART's ``batch_size``).
     :param progress: Show a progress bar over batches.

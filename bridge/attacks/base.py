@@ -15,7 +15,7 @@ import numpy as np
 
 from ..registry import Registry
 
-BACKENDS = ("art", "foolbox", "native")
+BACKENDS = ("art", "foolbox", "native", "advlib")
 NORMS = ("linf", "l2", "l1", "l0")
 TARGET_MODES = ("none", "least_likely", "random")
 

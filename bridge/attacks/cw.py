@@ -1,6 +1,6 @@
 """Carlini & Wagner: minimal-perturbation attack with a binary search over the constant c (2017).
 
-L2 runs on ART and Foolbox, L∞ and L0 on ART only (``CarliniLInfMethod``, ``CarliniL0Method``). ART's L0 attack
+L2 runs on ART, Foolbox and adv-lib (``carlini_wagner_l2``), L∞ and L0 on ART only (``CarliniLInfMethod``, ``CarliniL0Method``). ART's L0 attack
 repeats its L2 attack, fixing after each round the one feature per sample that matters least; it runs
 ``x.shape[1] + 1`` rounds, which on channels-first images is the channel count plus one (2 on MNIST), so it fixes
 at most C features and its result has the L0 of the C&W L2 attack (`_ART_CW_L0_ROUNDS`).
@@ -11,6 +11,7 @@ from __future__ import annotations
 from art.attacks.evasion import CarliniL0Method, CarliniL2Method, CarliniLInfMethod
 import foolbox as fb
 
+from .advlib import AdvLibAttack
 from .base import ATTACKS, AttackDef, BuildContext, KnownCause, require_positive
 
 _ART_CW_BUGS = KnownCause(
@@ -72,10 +73,18 @@ def _foolbox(ctx: BuildContext):
                                             initial_const=p["initial_const"], abort_early=p["abort_early"]), None
 
 
+def _advlib(ctx: BuildContext):
+    p = ctx.params
+    return AdvLibAttack("carlini_wagner_l2", ctx.model, ctx.targeted, confidence=p["confidence"],
+                        learning_rate=p["learning_rate"], initial_const=p["initial_const"],
+                        binary_search_steps=p["binary_search_steps"], max_iterations=p["steps"],
+                        abort_early=p["abort_early"])
+
+
 CW = ATTACKS.add(AttackDef(
     name="cw",
-    summary="Carlini-Wagner: minimise ||δ|| + c·hinge(margin), binary search on c (L2 both, L∞ and L0 ART only)",
-    norms={"l2": ("art", "foolbox"), "linf": ("art",), "l0": ("art",)},
+    summary="Carlini-Wagner: minimise ||δ|| + c·hinge(margin), binary search on c (L2 all three, L∞ and L0 ART only)",
+    norms={"l2": ("art", "foolbox", "advlib"), "linf": ("art",), "l0": ("art",)},
     # confidence 0.01 rather than 0: with κ=0 ART counts a tie (margin exactly 0) as success (toolkits.md §3.4).
     # learning_rate 0.05: at both toolkits' 0.01, 100 Adam steps in tanh space left Foolbox at 50% success
     # on the tiny test CNN (and its failures came back as all-zero images).
@@ -85,10 +94,10 @@ CW = ATTACKS.add(AttackDef(
         "l0": {"binary_search_steps": 5},
         "linf": {"initial_const": 0.1, "largest_const": 20.0, "const_factor": 2.0, "decrease_factor": 0.9},
     },
-    targeted_backends=frozenset({"art", "foolbox"}),
+    targeted_backends=frozenset({"art", "foolbox", "advlib"}),
     minimization=True,
     derive=_derive,
-    build={"art": _art, "foolbox": _foolbox},
+    build={"art": _art, "foolbox": _foolbox, "advlib": _advlib},
     toolkit_defaults={
         "art": lambda norm, p: (
             {"confidence": 0.0, "learning_rate": 0.01, "binary_search_steps": 10, "steps": 10, "initial_const": 0.01}
@@ -97,6 +106,8 @@ CW = ATTACKS.add(AttackDef(
              "const_factor": 2.0, "decrease_factor": 0.9}),
         "foolbox": {"binary_search_steps": 9, "steps": 10000, "learning_rate": 0.01, "confidence": 0.0,
                     "initial_const": 1e-3, "abort_early": True},
+        "advlib": {"binary_search_steps": 9, "steps": 10000, "learning_rate": 0.01, "confidence": 0.0,
+                   "initial_const": 1e-3, "abort_early": True},
     },
     unsupported={"art": {"abort_early": False}},
     # ART 1.20.1 CarliniLInfMethod keeps a candidate when argmax(pred) != argmax(y) whatever `targeted` is, so a

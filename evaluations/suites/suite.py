@@ -7,14 +7,17 @@ schema is in :mod:`.schema` and documented in docs/suites.md.
 from __future__ import annotations
 
 import itertools
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from advbridge.bridge import ATTACKS, AttackSpec
+from advbridge.bridge import ATTACKS, AttackSpec, backend_unavailable
 
 from advbridge.evaluations.core.keys import jsonable
 from advbridge.evaluations.systems.recipes import resolved_defense_config
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["AttackEntry", "Cell", "EstimatorCell", "EstimatorEntry", "Suite", "grid"]
 
@@ -135,15 +138,20 @@ class Suite:
         return tuple(self.defense.get("threats", ["oblivious", "adaptive"]))
 
     def cells(self) -> list[Cell]:
-        """Expand models × attack grids × backends into cells (backends lacking an attack are skipped)."""
+        """Expand models × attack grids × backends into cells (backends lacking an attack are skipped, and so are those
+        not installed here, with a warning that says what to install)."""
         out = []
+        missing = {b: why for b in dict.fromkeys(self.backends + tuple(b for e in self.attacks for b in e.backends or ()))
+                   if (why := backend_unavailable(b)) is not None}
+        for why in missing.values():
+            logger.warning("suite %s: skipping its cells of %s", self.name, why)
         for model in dict.fromkeys(self.models + [m for e in self.attacks for m in e.models or ()]):
             for entry in self.attacks:
                 if model not in (entry.models or self.models):
                     continue
                 attack = ATTACKS[entry.name]
                 norm = entry.norm or attack.default_norm
-                backends = [b for b in (entry.backends or self.backends) if b in attack.backends(norm)]
+                backends = [b for b in (entry.backends or self.backends) if b in attack.backends(norm) and b not in missing]
                 for point in grid(entry.params):
                     for backend in backends:
                         params = dict(point)

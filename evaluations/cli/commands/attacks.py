@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from advbridge.bridge import ATTACKS
+from advbridge.bridge import ATTACKS, BACKENDS, backend_unavailable
 
 from advbridge.evaluations.cli.command import COMMANDS, Command
 
@@ -19,6 +19,10 @@ def run(args: argparse.Namespace) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4])
+    for backend in BACKENDS:
+        why = backend_unavailable(backend)
+        if why is not None:
+            print(f"\nnot installed here: {why}")
     return 0
 
 

@@ -12,17 +12,23 @@ def backends_markdown(report: SuiteReport) -> list[str]:
     groups = report.comparisons
     if not groups:
         return []
-    lines = ["## Backends compared, sample by sample (ART, Foolbox, native)", "",
-             "| model | attack | setting | agreement | success per backend | stronger | flags |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["## Backends compared, sample by sample (ART, Foolbox, adv-lib, native)", "",
+             "| model | attack | setting | agreement | success per backend | median norm per backend (successes) | "
+             "time per backend (s) | time ratio | stronger | flags |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for g in groups:
         rep = g["report"]
         succ = ", ".join(f"{b} {fmt(r.success_rate, pct=True)}" for b, r in rep.results.items())
+        norm_key = rep.spec.norm
+        medians = ", ".join(f"{b} {fmt(r.median_norm(norm_key))}" for b, r in rep.results.items())
+        times = ", ".join(f"{b} {r.time_s:.2f}" for b, r in rep.results.items())
+        ratios = ", ".join(f"{k.removeprefix('time ratio ').replace('/', ' ÷ ')} {v:.2f}"
+                           for k, v in rep.ratios.items() if k.startswith("time ratio ")) or "—"
         codes = ", ".join(f.code for f in rep.flags if f.code != "defaults_differ") or "none"
         stronger = (rep.stronger or "tie") if len(rep.results) <= 2 else "; ".join(
             f"{a}/{b}: {w or 'tie'}" for (a, b), w in rep.stronger_by_pair.items())
         lines.append(f"| {g['model']} | {g['label']} | {setting_text(g['setting'])} | {fmt(rep.agreement, pct=True)} | "
-                     f"{succ} | {stronger} | {codes} |")
+                     f"{succ} | {medians} | {times} | {ratios} | {stronger} | {codes} |")
     lines.append("")
     explained = [(g, f) for g in groups for f in g["report"].flags if f.code != "defaults_differ"]
     if explained:

@@ -46,6 +46,11 @@ ORACLE_CASES = [
     ("fmn", "linf", 1, {}, "foolbox", (1.0, 1.01)), ("fmn", "l1", float("inf"), {}, "foolbox", (1.0, 1.06)),
     ("fmn", "l2", 2, {}, "foolbox", (3.0, 5.0)), ("fmn", "l2", 2, {"max_stepsize": 0.1}, "foolbox", (1.0, 1.3)),
     ("ddn", "l2", 2, {}, "foolbox", (1.1, 1.25)),
+    # adv-lib (optional backend): the same figures as Foolbox's ports, measured here; FMN-L2 is left out, its
+    # sphere projection lands on the linear boundary and fails on the tie (test_advlib.py pins why).
+    ("deepfool", "l2", 2, {}, "advlib", (1.015, 1.025)), ("cw", "l2", 2, {}, "advlib", (1.0, 1.06)),
+    ("fmn", "linf", 1, {}, "advlib", (1.0, 1.01)), ("fmn", "l1", float("inf"), {}, "advlib", (1.0, 1.06)),
+    ("ddn", "l2", 2, {}, "advlib", (1.1, 1.25)),
     ("hsj", "l2", 2, {"steps": 10, "max_evals": 500}, "art", (1.0, 2.0)),
     ("hsj", "l2", 2, {"steps": 10, "max_evals": 500}, "foolbox", (1.0, 2.0)),
     ("boundary", "l2", 2, {"steps": 200}, "art", (1.0, 2.0)),
