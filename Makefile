@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_meanfield.py
 	$(PY) bench/bench_ray.py
 	$(PY) bench/bench_aa.py
+	$(PY) bench/bench_exact.py
 
 clean:
-	rm -rf $(VENV) build .mypy_cache .ruff_cache advbridge-demo bench/results.json bench/ray_results.json bench/defense_results.json bench/invert_results.json bench/hardness_results.json bench/meanfield_results.json bench/aa_results.json
+	rm -rf $(VENV) build .mypy_cache .ruff_cache advbridge-demo bench/results.json bench/ray_results.json bench/defense_results.json bench/invert_results.json bench/hardness_results.json bench/meanfield_results.json bench/aa_results.json bench/exact_results.json

@@ -59,6 +59,12 @@ def mnist_mlp() -> nn.Module:
                          nn.Linear(100, 10))
 
 
+def mnist_relu_small() -> nn.Module:
+    """FC32-32-10 with ReLU units: small enough for the exact oracle's mixed-integer programs
+    (``analysis.exact``; Tjeng et al. 2019 verify MNIST networks of this kind)."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 10))
+
+
 def mnist_tiny_cnn() -> nn.Module:
     """A small CNN that trains in seconds on 2 CPU cores: for tests and quick runs."""
     return nn.Sequential(nn.Conv2d(1, 8, 3, stride=2), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2), nn.ReLU(),
@@ -176,6 +182,8 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in (
              description="logistic regression"),
     ZooEntry("mnist_mlp", mnist_mlp, TrainConfig(epochs=40, lr=3e-3),
              description="FC100-100-10, sigmoid"),
+    ZooEntry("mnist_relu_small", mnist_relu_small, TrainConfig(epochs=30, lr=3e-3),
+             description="FC32-32-10, ReLU: the exact oracle's MILP model"),
     ZooEntry("mnist_tiny_cnn", mnist_tiny_cnn, TrainConfig(epochs=4, lr=3e-3),
              description="tiny CNN for tests (trains in seconds)"),
     # Szegedy et al. 2014, Table 1: FC10(λ) is softmax regression with weight decay λ (torch's convention: the
