@@ -243,7 +243,10 @@ def _solve_polyhedral(layers, bounds, x0: np.ndarray, y: int, target: int, norm:
     if res.status == 0:
         return "optimal", float(res.fun), float(res.fun), res.x[:d], program.binaries
     bound = getattr(res, "mip_dual_bound", None)
-    bound = float(bound) if bound is not None and np.isfinite(bound) else 0.0
+    if bound is None or not np.isfinite(bound):  # stopped before its first bound: the LP relaxation's is one
+        relaxed = program.solve(c, time_limit, integral=False)
+        bound = cutoff if relaxed.status == 2 else float(relaxed.fun) if relaxed.status == 0 else 0.0
+    bound = float(bound)
     return "limit", float(res.fun) if res.x is not None else math.inf, bound, \
         None if res.x is None else res.x[:d], program.binaries
 
@@ -339,7 +342,7 @@ def minimal_distance(module: nn.Module, x0: torch.Tensor, y: int, norm: str, bou
     if best_x is not None and best_target is not None:  # the gradient of f_t − f_y on x_star's linear piece
         grad = _margin_gradient(layers, best_x, int(y), best_target)
         slack = margin / max(float(np.linalg.norm(grad, ord={"linf": 1, "l1": math.inf, "l2": 2}[norm])), 1e-300)
-    return ExactDistance(norm, distance, lower, not open_bounds, x_star, best_target, verified, slack, unstable,
+    return ExactDistance(norm, distance, lower, not open_bounds, x_star, best_target, verified, slack, int(unstable),
                          elapsed)
 
 
