@@ -244,7 +244,7 @@ def _message(exc_info) -> str:
     ({"optimizer": "rmsprop"}, "optimizer must be one of ['adam', 'sgd'], got 'rmsprop'"),
     ({"weight_decay": -0.1}, "weight_decay must be a non-negative finite number, got -0.1"),
     ({"seed": "zero"}, "seed must be an integer, got 'zero'"),
-    ({"backend": "cleverhans"}, "backend must be one of ['art', 'foolbox', 'native'], got 'cleverhans'"),
+    ({"backend": "cleverhans"}, "backend must be one of ['art', 'foolbox', 'native', 'advlib'], got 'cleverhans'"),
     ({"fast_path": "yes"}, "fast_path must be True or False, got 'yes'"),
     ({"attack": 42}, "attack must be an AttackSpec or a callable (module, x, y) -> x_adv, got int"),
     ({"backend": "native"}, ("backend 'native' does not implement attack 'fgsm' at norm 'linf'; "
