@@ -45,8 +45,8 @@ def main() -> None:
                 results.append((time.perf_counter() - start, r))
             times = [t for t, _ in results]
             row = {"model": name, "norm": norm, "n": len(results), "median_s": statistics.median(times),
-                   "max_s": max(times), "exact": sum(r.exact for _, r in results),
-                   "verified": sum(r.verified for _, r in results),
+                   "max_s": max(times), "exact": int(sum(bool(r.exact) for _, r in results)),
+                   "verified": int(sum(bool(r.verified) for _, r in results)),
                    "binaries": [r.unstable for _, r in results],
                    "brackets": [[r.lower, r.distance] for _, r in results]}
             rows.append(row)
